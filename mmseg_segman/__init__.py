@@ -1,0 +1,10 @@
+"""mmseg-segman: SegMAN, SegNeXt and LRFormer for MMSegmentation 1.x.
+
+Importing this package applies the dependency shims of :mod:`mmseg_segman.compat` (inert on a
+full install) and registers every module into MMSegmentation's registries.
+"""
+from . import compat  # noqa: F401  (must run before anything imports mmseg)
+from . import models  # noqa: F401
+from .version import __version__
+
+__all__ = ['__version__']
