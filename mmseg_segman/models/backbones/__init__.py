@@ -1,1 +1,2 @@
 
+from .segman import SegMANEncoder  # noqa: F401

@@ -1,1 +1,2 @@
 from .ss2d import SS2D, cross_merge_2d, cross_scan_2d  # noqa: F401
+from .segman_blocks import ConvFFN, LayerNorm2d, LayerScale2d, RoPE2d, apply_rope2d  # noqa: F401
