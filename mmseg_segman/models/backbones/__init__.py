@@ -1,2 +1,2 @@
-
 from .segman import SegMANEncoder  # noqa: F401
+from .lrformer import LRFormer  # noqa: F401

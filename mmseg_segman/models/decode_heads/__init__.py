@@ -1,1 +1,1 @@
-
+from .lrformer_head import LRHead  # noqa: F401
