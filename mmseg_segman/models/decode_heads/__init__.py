@@ -1,1 +1,2 @@
 from .lrformer_head import LRHead  # noqa: F401
+from .segnext_head import SegNeXtHamHead  # noqa: F401

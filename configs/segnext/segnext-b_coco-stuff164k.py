@@ -1,0 +1,27 @@
+# SegNeXt-B on COCO-Stuff 164k, 512x512 crops, 80k iterations: the official recipe
+# (8 GPUs x 4 images, SyncBN, AdamW 6e-5, poly decay, evaluation every 8k iterations).
+_base_ = [
+    '../_base_/models/segnext.py', '../_base_/datasets/coco-stuff164k.py',
+    '../_base_/default_runtime.py', '../_base_/schedules/schedule_80k.py'
+]
+custom_imports = dict(imports=['mmseg_segman'], allow_failed_imports=False)
+# ImageNet MSCAN-B in MMSeg's key format (the official files load as well).
+checkpoint = 'https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/segnext/mscan_b_20230227-3ab7d230.pth'  # noqa
+crop_size = (512, 512)
+data_preprocessor = dict(size=crop_size, test_cfg=dict(size_divisor=32))
+model = dict(
+    data_preprocessor=data_preprocessor,
+    backbone=dict(
+        arch='b',
+        drop_path_rate=0.1,
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint)),
+    decode_head=dict(
+        in_channels=[128, 320, 512],
+        channels=512,
+        ham_channels=512,
+        ham_kwargs=dict(MD_R=64),
+        num_classes=171),
+    test_cfg=dict(mode='whole'))
+train_dataloader = dict(batch_size=4)
+train_cfg = dict(val_interval=8000)
+default_hooks = dict(checkpoint=dict(interval=8000))

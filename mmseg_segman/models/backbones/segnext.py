@@ -1,0 +1,458 @@
+"""MSCAN, the encoder of SegNeXt (Guo et al., NeurIPS 2022).
+
+`SegNeXt: Rethinking Convolutional Attention Design for Semantic Segmentation
+<https://arxiv.org/abs/2209.08575>`_, official code
+https://github.com/Visual-Attention-Network/SegNeXt.
+
+MMSegmentation 1.x already registers an ``MSCAN``; this module registers
+:class:`SegNeXtMSCAN`, which computes the same function with the same
+state-dict keys (see ``docs/segnext.md``) and adds what the built-in lacks:
+
+* it also loads the official checkpoints, whose depthwise conv of the MLP is
+  stored as ``mlp.dwconv.dwconv.*`` instead of ``mlp.dwconv.*`` (the rename
+  happens in :meth:`ConvMlp._load_from_state_dict`, so it applies to
+  ``init_cfg=dict(type='Pretrained')`` and to ``load_from`` alike);
+* variants are chosen by name (``arch='t' | 's' | 'b' | 'l'``);
+* ``in_channels`` is honoured by the stem (the built-in hard-codes 3);
+* blocks work on ``(B, C, H, W)`` maps throughout instead of converting to
+  tokens and back in every block.
+"""
+import math
+
+import torch
+import torch.nn as nn
+from mmcv.cnn import build_activation_layer, build_norm_layer
+from mmcv.cnn.bricks import DropPath
+from mmengine.model import BaseModule
+from mmengine.model.weight_init import constant_init, normal_init
+from torch import Tensor
+
+from mmseg.registry import MODELS
+
+
+class MultiScaleConvAttention(BaseModule):
+    """Multi-scale convolutional attention (MSCA, Fig. 2 of the paper).
+
+    A depthwise ``conv0`` gathers local context; each further branch is a pair
+    of depthwise strip convolutions (1xk then kx1) approximating a kxk kernel.
+    The sum of ``conv0`` and all branches is mixed over channels by the 1x1
+    ``conv3`` and multiplies the input element-wise.
+
+    Args:
+        channels (int): Number of input and output channels.
+        kernel_sizes (Sequence): ``conv0``'s square kernel size, then one
+            ``[1, k]`` strip per branch. Defaults to ``[5, [1, 7], [1, 11],
+            [1, 21]]``.
+        paddings (Sequence): Paddings matching ``kernel_sizes``. Defaults to
+            ``[2, [0, 3], [0, 5], [0, 10]]``.
+        init_cfg (dict, optional): Initialization config. Defaults to None.
+
+    Shape:
+        ``(B, C, H, W) -> (B, C, H, W)``.
+    """
+
+    def __init__(self,
+                 channels,
+                 kernel_sizes=(5, (1, 7), (1, 11), (1, 21)),
+                 paddings=(2, (0, 3), (0, 5), (0, 10)),
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        if len(kernel_sizes) != len(paddings):
+            raise ValueError(
+                f'kernel_sizes and paddings must have the same length, got '
+                f'{len(kernel_sizes)} and {len(paddings)}')
+        self.conv0 = nn.Conv2d(
+            channels,
+            channels,
+            kernel_sizes[0],
+            padding=paddings[0],
+            groups=channels)
+        self.num_branches = len(kernel_sizes) - 1
+        for i, (kernel, pad) in enumerate(zip(kernel_sizes[1:],
+                                              paddings[1:])):
+            kernel, pad = tuple(kernel), tuple(pad)
+            # Names conv{i}_1 / conv{i}_2 are the checkpoint keys of both the
+            # official code and MMSeg.
+            self.add_module(
+                f'conv{i}_1',
+                nn.Conv2d(
+                    channels, channels, kernel, padding=pad,
+                    groups=channels))
+            self.add_module(
+                f'conv{i}_2',
+                nn.Conv2d(
+                    channels,
+                    channels,
+                    kernel[::-1],
+                    padding=pad[::-1],
+                    groups=channels))
+        self.conv3 = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        attn = self.conv0(x)
+        branches = attn
+        for i in range(self.num_branches):
+            strip = getattr(self, f'conv{i}_1')(attn)
+            branches = branches + getattr(self, f'conv{i}_2')(strip)
+        return self.conv3(branches) * x
+
+
+class SpatialAttention(BaseModule):
+    """1x1 conv, activation, MSCA, 1x1 conv, with a shortcut.
+
+    Args:
+        channels (int): Number of input and output channels.
+        kernel_sizes (Sequence): Passed to :class:`MultiScaleConvAttention`.
+        paddings (Sequence): Passed to :class:`MultiScaleConvAttention`.
+        act_cfg (dict): Activation config. Defaults to ``dict(type='GELU')``.
+        init_cfg (dict, optional): Initialization config. Defaults to None.
+
+    Shape:
+        ``(B, C, H, W) -> (B, C, H, W)``.
+    """
+
+    def __init__(self,
+                 channels,
+                 kernel_sizes=(5, (1, 7), (1, 11), (1, 21)),
+                 paddings=(2, (0, 3), (0, 5), (0, 10)),
+                 act_cfg=dict(type='GELU'),
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        self.proj_1 = nn.Conv2d(channels, channels, 1)
+        self.activation = build_activation_layer(act_cfg)
+        self.spatial_gating_unit = MultiScaleConvAttention(
+            channels, kernel_sizes, paddings)
+        self.proj_2 = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.activation(self.proj_1(x))
+        out = self.proj_2(self.spatial_gating_unit(out))
+        return out + x
+
+
+class ConvMlp(BaseModule):
+    """Feed-forward network: 1x1 conv, depthwise 3x3, activation, 1x1 conv.
+
+    Args:
+        channels (int): Number of input and output channels.
+        hidden_channels (int): Number of hidden channels.
+        act_cfg (dict): Activation config. Defaults to ``dict(type='GELU')``.
+        drop (float): Dropout after the activation and after ``fc2``.
+            Defaults to 0.
+        init_cfg (dict, optional): Initialization config. Defaults to None.
+
+    Shape:
+        ``(B, C, H, W) -> (B, C, H, W)``.
+    """
+
+    def __init__(self,
+                 channels,
+                 hidden_channels,
+                 act_cfg=dict(type='GELU'),
+                 drop=0.,
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        self.fc1 = nn.Conv2d(channels, hidden_channels, 1)
+        self.dwconv = nn.Conv2d(
+            hidden_channels,
+            hidden_channels,
+            3,
+            padding=1,
+            groups=hidden_channels)
+        self.act = build_activation_layer(act_cfg)
+        self.fc2 = nn.Conv2d(hidden_channels, channels, 1)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.drop(self.act(self.dwconv(self.fc1(x))))
+        return self.drop(self.fc2(x))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # The official code wraps this conv in a module named ``dwconv``, so
+        # its checkpoints store ``<prefix>dwconv.dwconv.{weight,bias}``.
+        for name in ('weight', 'bias'):
+            official_key = f'{prefix}dwconv.dwconv.{name}'
+            if official_key in state_dict:
+                state_dict[f'{prefix}dwconv.{name}'] = state_dict.pop(
+                    official_key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class MSCABlock(BaseModule):
+    """MSCAN block: spatial attention and MLP, each pre-normed, layer-scaled
+    and with stochastic depth.
+
+    Args:
+        channels (int): Number of input and output channels.
+        mlp_ratio (float): Hidden channels of the MLP over ``channels``.
+        kernel_sizes (Sequence): Passed to :class:`MultiScaleConvAttention`.
+        paddings (Sequence): Passed to :class:`MultiScaleConvAttention`.
+        drop (float): Dropout rate of the MLP. Defaults to 0.
+        drop_path (float): Stochastic depth rate. Defaults to 0.
+        layer_scale_init (float): Initial value of both layer scales.
+            Defaults to 1e-2, as in the official code.
+        act_cfg (dict): Activation config. Defaults to ``dict(type='GELU')``.
+        norm_cfg (dict): Norm config (a 2d norm). Defaults to
+            ``dict(type='SyncBN', requires_grad=True)``.
+        init_cfg (dict, optional): Initialization config. Defaults to None.
+
+    Shape:
+        ``(B, C, H, W) -> (B, C, H, W)``.
+    """
+
+    def __init__(self,
+                 channels,
+                 mlp_ratio=4.,
+                 kernel_sizes=(5, (1, 7), (1, 11), (1, 21)),
+                 paddings=(2, (0, 3), (0, 5), (0, 10)),
+                 drop=0.,
+                 drop_path=0.,
+                 layer_scale_init=1e-2,
+                 act_cfg=dict(type='GELU'),
+                 norm_cfg=dict(type='SyncBN', requires_grad=True),
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        self.norm1 = build_norm_layer(norm_cfg, channels)[1]
+        self.attn = SpatialAttention(channels, kernel_sizes, paddings,
+                                     act_cfg)
+        self.norm2 = build_norm_layer(norm_cfg, channels)[1]
+        self.mlp = ConvMlp(
+            channels, int(channels * mlp_ratio), act_cfg=act_cfg, drop=drop)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else \
+            nn.Identity()
+        self.layer_scale_1 = nn.Parameter(
+            layer_scale_init * torch.ones(channels))
+        self.layer_scale_2 = nn.Parameter(
+            layer_scale_init * torch.ones(channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.drop_path(
+            self.layer_scale_1[:, None, None] * self.attn(self.norm1(x)))
+        x = x + self.drop_path(
+            self.layer_scale_2[:, None, None] * self.mlp(self.norm2(x)))
+        return x
+
+
+
+class ConvStem(BaseModule):
+    """Stride-4 stem: two 3x3 stride-2 convs with norms, GELU in between.
+
+    Args:
+        in_channels (int): Number of image channels.
+        out_channels (int): Number of output channels.
+        act_cfg (dict): Activation config. Defaults to ``dict(type='GELU')``.
+        norm_cfg (dict): Norm config. Defaults to
+            ``dict(type='SyncBN', requires_grad=True)``.
+        init_cfg (dict, optional): Initialization config. Defaults to None.
+
+    Shape:
+        ``(B, in_channels, H, W) -> (B, out_channels, ceil(H/4), ceil(W/4))``.
+    """
+
+    def __init__(self,
+                 in_channels,
+                 out_channels,
+                 act_cfg=dict(type='GELU'),
+                 norm_cfg=dict(type='SyncBN', requires_grad=True),
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        # A Sequential keeps the checkpoint keys proj.{0,1,3,4}.
+        self.proj = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels // 2, 3, stride=2, padding=1),
+            build_norm_layer(norm_cfg, out_channels // 2)[1],
+            build_activation_layer(act_cfg),
+            nn.Conv2d(
+                out_channels // 2, out_channels, 3, stride=2, padding=1),
+            build_norm_layer(norm_cfg, out_channels)[1],
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x)
+
+
+class ConvDownsample(BaseModule):
+    """Overlapping patch embedding between stages: 3x3 stride-2 conv + norm.
+
+    Args:
+        in_channels (int): Number of input channels.
+        out_channels (int): Number of output channels.
+        norm_cfg (dict): Norm config. Defaults to
+            ``dict(type='SyncBN', requires_grad=True)``.
+        init_cfg (dict, optional): Initialization config. Defaults to None.
+
+    Shape:
+        ``(B, in_channels, H, W) -> (B, out_channels, ceil(H/2), ceil(W/2))``.
+    """
+
+    def __init__(self,
+                 in_channels,
+                 out_channels,
+                 norm_cfg=dict(type='SyncBN', requires_grad=True),
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        self.proj = nn.Conv2d(
+            in_channels, out_channels, 3, stride=2, padding=1)
+        self.norm = build_norm_layer(norm_cfg, out_channels)[1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(self.proj(x))
+
+
+@MODELS.register_module()
+class SegNeXtMSCAN(BaseModule):
+    """MSCAN backbone of SegNeXt.
+
+    Four stages at strides 4, 8, 16 and 32. Stage ``i`` is a downsampling
+    layer (``patch_embed{i}``; a conv stem for the first stage), a sequence of
+    :class:`MSCABlock` (``block{i}``) and a LayerNorm over channels
+    (``norm{i}``). Module names, and hence checkpoint keys, are those of
+    MMSeg's ``MSCAN``; official SegNeXt checkpoints load as well (see
+    :class:`ConvMlp`).
+
+    Args:
+        arch (str | dict): One of ``arch_settings`` (``'t'``, ``'s'``,
+            ``'b'``, ``'l'``), or a dict with keys ``embed_dims``, ``depths``
+            and ``mlp_ratios`` (one entry per stage). Defaults to ``'t'``.
+        in_channels (int): Number of image channels. Defaults to 3.
+        drop_rate (float): Dropout rate in the MLPs. Defaults to 0.
+        drop_path_rate (float): Stochastic depth rate of the last block; it
+            grows linearly from 0 over all blocks. Defaults to 0.1.
+        attention_kernel_sizes (Sequence): Kernel sizes of MSCA, see
+            :class:`MultiScaleConvAttention`. Defaults to
+            ``[5, [1, 7], [1, 11], [1, 21]]``.
+        attention_kernel_paddings (Sequence): Matching paddings. Defaults to
+            ``[2, [0, 3], [0, 5], [0, 10]]``.
+        act_cfg (dict): Activation config. Defaults to ``dict(type='GELU')``.
+        norm_cfg (dict): Config of the 2d norms in the stem, downsampling
+            layers and blocks. Defaults to
+            ``dict(type='SyncBN', requires_grad=True)``.
+        init_cfg (dict | list[dict], optional): Initialization config, e.g.
+            ``dict(type='Pretrained', checkpoint=...)`` with an ImageNet
+            checkpoint in either key format. When None, the official
+            initialisation is used (see :meth:`init_weights`).
+
+    Shape:
+        Input ``(B, in_channels, H, W)``; output a list of 4 maps
+        ``(B, embed_dims[i], H_i, W_i)`` with ``H_1 = ceil(H / 4)`` and each
+        later size the ceiling of half the previous one.
+    """
+
+    arch_settings = {
+        't': dict(
+            embed_dims=[32, 64, 160, 256],
+            depths=[3, 3, 5, 2],
+            mlp_ratios=[8, 8, 4, 4]),
+        's': dict(
+            embed_dims=[64, 128, 320, 512],
+            depths=[2, 2, 4, 2],
+            mlp_ratios=[8, 8, 4, 4]),
+        'b': dict(
+            embed_dims=[64, 128, 320, 512],
+            depths=[3, 3, 12, 3],
+            mlp_ratios=[8, 8, 4, 4]),
+        'l': dict(
+            embed_dims=[64, 128, 320, 512],
+            depths=[3, 5, 27, 3],
+            mlp_ratios=[8, 8, 4, 4]),
+    }
+
+    def __init__(self,
+                 arch='t',
+                 in_channels=3,
+                 drop_rate=0.,
+                 drop_path_rate=0.1,
+                 attention_kernel_sizes=(5, (1, 7), (1, 11), (1, 21)),
+                 attention_kernel_paddings=(2, (0, 3), (0, 5), (0, 10)),
+                 act_cfg=dict(type='GELU'),
+                 norm_cfg=dict(type='SyncBN', requires_grad=True),
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        arch = self._parse_arch(arch)
+        self.embed_dims = list(arch['embed_dims'])
+        self.depths = list(arch['depths'])
+        self.num_stages = len(self.depths)
+
+        # stochastic depth grows linearly over all blocks of all stages
+        total_depth = sum(self.depths)
+        drop_path_rates = [
+            drop_path_rate * i / max(total_depth - 1, 1)
+            for i in range(total_depth)
+        ]
+        first_block = 0
+        for i, (dims, depth, mlp_ratio) in enumerate(
+                zip(self.embed_dims, self.depths, arch['mlp_ratios'])):
+            if i == 0:
+                downsample = ConvStem(
+                    in_channels, dims, act_cfg=act_cfg, norm_cfg=norm_cfg)
+            else:
+                downsample = ConvDownsample(
+                    self.embed_dims[i - 1], dims, norm_cfg=norm_cfg)
+            blocks = nn.ModuleList([
+                MSCABlock(
+                    dims,
+                    mlp_ratio=mlp_ratio,
+                    kernel_sizes=attention_kernel_sizes,
+                    paddings=attention_kernel_paddings,
+                    drop=drop_rate,
+                    drop_path=drop_path_rates[first_block + j],
+                    act_cfg=act_cfg,
+                    norm_cfg=norm_cfg) for j in range(depth)
+            ])
+            first_block += depth
+            self.add_module(f'patch_embed{i + 1}', downsample)
+            self.add_module(f'block{i + 1}', blocks)
+            self.add_module(f'norm{i + 1}', nn.LayerNorm(dims))
+
+    @classmethod
+    def _parse_arch(cls, arch):
+        if isinstance(arch, str):
+            if arch not in cls.arch_settings:
+                raise ValueError(
+                    f'arch must be one of {sorted(cls.arch_settings)} or a '
+                    f'dict, got {arch!r}')
+            return cls.arch_settings[arch]
+        if not isinstance(arch, dict):
+            raise TypeError(
+                f'arch must be a str or a dict, got {type(arch).__name__}')
+        required = {'embed_dims', 'depths', 'mlp_ratios'}
+        if set(arch) != required:
+            raise ValueError(f'arch dict must have exactly the keys '
+                             f'{sorted(required)}, got {sorted(arch)}')
+        lengths = {k: len(v) for k, v in arch.items()}
+        if len(set(lengths.values())) != 1:
+            raise ValueError(
+                f'arch entries must have one value per stage, got lengths '
+                f'{lengths}')
+        return arch
+
+    def init_weights(self):
+        """Official initialisation when ``init_cfg`` is None, else
+        ``init_cfg`` (e.g. loading a pretrained checkpoint).
+
+        The official scheme: LayerNorm to weight 1 / bias 0; every Conv2d to
+        ``normal(0, sqrt(2 / fan_out))`` with ``fan_out = k_h * k_w *
+        out_channels / groups`` and zero bias. (The official code also has a
+        truncated-normal rule for ``nn.Linear``, but MSCAN has no Linear.)
+        """
+        if self.init_cfg is not None:
+            super().init_weights()
+            return
+        for m in self.modules():
+            if isinstance(m, nn.LayerNorm):
+                constant_init(m, val=1.0, bias=0.)
+            elif isinstance(m, nn.Conv2d):
+                fan_out = m.kernel_size[0] * m.kernel_size[1] * \
+                    m.out_channels // m.groups
+                normal_init(m, mean=0., std=math.sqrt(2.0 / fan_out), bias=0.)
+
+    def forward(self, x: Tensor) -> list:
+        outs = []
+        for i in range(1, self.num_stages + 1):
+            x = getattr(self, f'patch_embed{i}')(x)
+            for block in getattr(self, f'block{i}'):
+                x = block(x)
+            # LayerNorm over channels: (B, C, H, W) -> (B, H, W, C) and back
+            x = getattr(self, f'norm{i}')(x.permute(0, 2, 3, 1))
+            x = x.permute(0, 3, 1, 2).contiguous()
+            outs.append(x)
+        return outs
