@@ -11,20 +11,7 @@ from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.models.utils import resize
 from mmseg.registry import MODELS
 
-from ..layers import SS2D
-
-# LayerNorm epsilon of the official VSSM block (not configurable there).
-LAYER_NORM_EPS = 1e-6
-
-
-class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channels of a (B, C, H, W) map."""
-
-    def __init__(self, num_channels, eps=LAYER_NORM_EPS):
-        super().__init__(num_channels, eps=eps)
-
-    def forward(self, x):
-        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+from ..layers import ConvFFN, LayerNorm2d, SS2D
 
 
 class PixelLinear(nn.Module):
@@ -43,32 +30,11 @@ class PixelLinear(nn.Module):
         return self.proj(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
-class ConvFFN(nn.Module):
-    """1x1 conv -> GELU -> ``h + DWConv3x3(h)`` -> 1x1 conv.
-
-    Args:
-        channels (int): Input and output channels.
-        hidden_channels (int): Hidden channels.
-    """
-
-    def __init__(self, channels, hidden_channels):
-        super().__init__()
-        self.fc1 = nn.Conv2d(channels, hidden_channels, 1)
-        self.act = nn.GELU()
-        self.dwconv = nn.Conv2d(
-            hidden_channels, hidden_channels, 3, padding=1, groups=hidden_channels)
-        self.fc2 = nn.Conv2d(hidden_channels, channels, 1)
-
-    def forward(self, x):
-        x = self.act(self.fc1(x))
-        return self.fc2(x + self.dwconv(x))
-
-
 class VSSBlock(nn.Module):
     """The SS2D block of MMSCopE (official ``VSSMBlock``; no layer scale, no drop path).
 
     ``x += cpe1(x); x += SS2D(norm1(x)); x += cpe2(x); x += FFN(norm2(x))`` where the cpe are
-    depthwise 3x3 convs and the FFN expands 4x.
+    depthwise 3x3 convs, the norms LayerNorm (eps 1e-6, as official) and the FFN expands 4x.
 
     Args:
         channels (int): Channels C.
