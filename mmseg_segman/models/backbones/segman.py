@@ -358,7 +358,8 @@ class SegMANEncoder(BaseModule):
             build_activation_layer(act_cfg),
             nn.Conv2d(c, c, 3, padding=1, bias=False), norm[3])
 
-        drop_paths = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        # Explicit CPU device: the schedule is plain numbers even when built under a meta device.
+        drop_paths = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
         global_size = (pretrain_img_size[0] // 32, pretrain_img_size[1] // 32)
         self.layers = nn.ModuleList()
         for i in range(self.num_stages):
