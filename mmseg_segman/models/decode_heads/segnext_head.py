@@ -198,13 +198,14 @@ def parse_ham_kwargs(ham_kwargs, channels):
     if not isinstance(ham_kwargs, dict):
         raise TypeError(
             f'ham_kwargs must be a dict, got {type(ham_kwargs).__name__}')
-    parsed, inert = {}, {}
+    parsed, inert, given_as = {}, {}, {}
     for key, value in ham_kwargs.items():
         name = key.lower() if isinstance(key, str) else key
         if name in _HAM_KWARGS:
             target, store = _HAM_KWARGS[name], parsed
         elif name in _INERT_HAM_KWARGS:
             target, store = name, inert
+            given_as[name] = key
         else:
             raise ValueError(
                 f'Unknown ham_kwargs key {key!r}; accepted (any case): '
@@ -227,7 +228,7 @@ def parse_ham_kwargs(ham_kwargs, channels):
     for name in ('inv_t', 'eta'):
         if name in inert:
             warnings.warn(
-                f'ham_kwargs {name.upper()}={inert[name]!r} has no effect: '
+                f'ham_kwargs {given_as[name]}={inert[name]!r} has no effect: '
                 f'NMF uses softmax temperature 1 and no step size, as in the '
                 f'official SegNeXt code and MMSeg (see docs/segnext.md)')
     return parsed
