@@ -188,7 +188,7 @@ def _scan_within_chunks(a, b, x, prod, decaying):
         x[bad] = _scan_steps(a[bad], b[bad])
 
 
-def linear_scan(a, b, chunk=SCAN_CHUNK, decaying=False, out=None):
+def linear_scan(a, b, chunk=None, decaying=False):
     """Solve x_t = a_t * x_{t-1} + b_t (x_{-1} = 0) along the last dim of 2-D tensors.
 
     Each chunk of ``chunk`` steps is solved from a zero state (``_scan_within_chunks``); the
@@ -199,16 +199,16 @@ def linear_scan(a, b, chunk=SCAN_CHUNK, decaying=False, out=None):
     Args:
         a (Tensor): (rows, l) coefficients, > 0 (decays exp(dt * A)).
         b (Tensor): (rows, l) inputs; may be a strided view with unit last stride.
-        chunk (int): chunk length.
+        chunk (int, optional): chunk length; defaults to the module's ``SCAN_CHUNK``.
         decaying (bool): promise that all a <= 1 (skips one reduction).
-        out (Tensor, optional): (rows, l) tensor with unit last stride to write x into.
 
     Returns:
-        Tensor: (rows, l) states x.
+        Tensor: (rows, l) states x, contiguous.
     """
+    chunk = SCAN_CHUNK if chunk is None else chunk
     rows, length = b.shape
-    x = torch.empty((rows, length), dtype=b.dtype, device=b.device) if out is None else out
-    prod = torch.empty((rows, length), dtype=b.dtype, device=b.device)
+    x = torch.empty((rows, length), dtype=b.dtype, device=b.device)
+    prod = torch.empty_like(x)
     n_full = length // chunk
     main = n_full * chunk
     pieces = [(0, main, n_full, chunk)] if n_full else []
@@ -235,17 +235,13 @@ def _reverse_linear_scan(a, g, decaying):
     """Solve lam_t = g_t + a_{t+1} * lam_{t+1} (lam_{l-1} = g_{l-1}): the adjoint of linear_scan.
 
     In reversed time, lam'_r = lam_{l-1-r}, this is the forward recurrence
-    lam'_r = a_{l-r} * lam'_{r-1} + g'_r, whose coefficients are ``a[:, 1:]`` flipped;
-    ``a[:, 0]`` is never used.
+    lam'_r = a_{l-r} * lam'_{r-1} + g'_r, so the coefficients are ``a`` in the order
+    0, l-1, l-2, ..., 1. Position 0 then holds a_0, which multiplies lam'_{-1} = 0 and cancels in
+    the chunk's closed form: any value there gives the same result.
     """
-    g_rev = g.flip(-1)
-    lam_rev = torch.empty_like(g_rev)
-    lam_rev[:, 0] = g_rev[:, 0]
-    if g.shape[1] > 1:
-        a_rev = a[:, 1:].flip(-1)  # a_rev[:, r] multiplies lam'_r into lam'_{r+1}
-        # Fold the known first state into the first input of the remaining scan.
-        g_rev[:, 1].addcmul_(a_rev[:, 0], g_rev[:, 0])
-        linear_scan(a_rev, g_rev[:, 1:], decaying=decaying, out=lam_rev[:, 1:])
+    length = g.shape[1]
+    order = torch.arange(0, -length, -1, device=g.device).remainder_(length)
+    lam_rev = linear_scan(a.index_select(1, order), g.flip(-1), decaying=decaying)
     return lam_rev.flip(-1)
 
 

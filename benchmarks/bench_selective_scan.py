@@ -1,0 +1,190 @@
+"""Speed of the pure-PyTorch selective scan at SegMAN-T stage-1 sizes (CPU).
+
+Compares, in one run on one machine:
+
+- ``selective_scan_chunked`` (this package) forward and forward+backward;
+- mamba-ssm's ``selective_scan_ref`` forward (one Python step per token), if it imports;
+- a straightforward odd/even parallel scan in pure PyTorch with autograd (the usual
+  pure-PyTorch alternative), forward and forward+backward;
+- the memory-bandwidth floor: the bytes a fused kernel must read and write once (forward:
+  u, delta, B, C in and y out; backward: dout, u, delta, B, C in and du, ddelta, dB, dC out)
+  divided by the bandwidth of ``dst.copy_(src)`` on a 256 MiB buffer, measured in this run.
+  Copy bandwidth is quoted two ways: buffer size / time (what a copy "moves") and
+  (read + written bytes) / time (STREAM convention, twice as large).
+
+Usage::
+
+    python benchmarks/bench_selective_scan.py [--length 16384] [--repeats 9] [--threads 2]
+
+Timings are medians of ``--repeats`` runs after one warm-up. Other processes on the machine
+slow some repeats; the median and the same-run ratios are what to quote.
+"""
+import argparse
+import math
+import os
+import statistics
+import sys
+import time
+import types
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+from mmseg_segman.ops.selective_scan import selective_scan_chunked  # noqa: E402
+
+
+def median_time(fn, repeats):
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def copy_bandwidth(repeats, mib=256):
+    src = torch.randn(mib * 2**20 // 4)
+    dst = torch.empty_like(src)
+    sec = median_time(lambda: dst.copy_(src), repeats)
+    return src.numel() * 4 / sec  # bytes copied per second
+
+
+def segman_inputs(batch, groups, channels_per_group, length, seed=0):
+    """SegMAN-T stage 1: 4 scan directions x 32 channels, d_state 1, grouped B/C."""
+    gen = torch.Generator().manual_seed(seed)
+    d = groups * channels_per_group
+    u = torch.randn(batch, d, length, generator=gen)
+    delta = 0.5 * torch.randn(batch, d, length, generator=gen)
+    A = -torch.exp(0.5 * torch.randn(d, 1, generator=gen))
+    B = torch.randn(batch, groups, 1, length, generator=gen)
+    C = torch.randn(batch, groups, 1, length, generator=gen)
+    D = torch.ones(d)
+    # SegMAN's dt init: softplus(delta_bias) log-uniform in [1e-3, 0.1].
+    dt0 = torch.exp(torch.rand(d, generator=gen) * (math.log(0.1) - math.log(1e-3)) +
+                    math.log(1e-3))
+    delta_bias = dt0 + torch.log(-torch.expm1(-dt0))
+    return [u, delta, A, B, C, D, None, delta_bias]
+
+
+def oddeven_scan(a, b):
+    """x_t = a_t x_{t-1} + b_t along the last dim by recursive odd/even pairing (autograd)."""
+    length = a.shape[-1]
+    if length == 1:
+        return b
+    if length % 2:
+        a = F.pad(a, (0, 1), value=1.0)
+        b = F.pad(b, (0, 1))
+    a_even, a_odd = a[..., 0::2], a[..., 1::2]
+    b_even, b_odd = b[..., 0::2], b[..., 1::2]
+    x_odd = oddeven_scan(a_odd * a_even, a_odd * b_even + b_odd)
+    x_even = torch.cat([b_even[..., :1], a_even[..., 1:] * x_odd[..., :-1] + b_even[..., 1:]], -1)
+    return torch.stack([x_even, x_odd], -1).flatten(-2)[..., :length]
+
+
+def selective_scan_oddeven(u, delta, A, B, C, D, z, delta_bias, delta_softplus=True):
+    """Plain autograd selective scan (d_state 1, grouped B/C) built on oddeven_scan."""
+    b, d, length = u.shape
+    g = B.shape[1]
+    dt = F.softplus(delta + delta_bias[:, None]) if delta_softplus else delta
+    decay = torch.exp(dt * A[:, 0, None])
+    inp = (dt * u).view(b, g, d // g, length) * B[:, :, 0, None]
+    x = oddeven_scan(decay, inp.view(b, d, length))
+    return (x.view(b, g, d // g, length) * C[:, :, 0, None]).view(b, d, length) + u * D[:, None]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--length', type=int, default=16384)
+    parser.add_argument('--batch', type=int, default=1)
+    parser.add_argument('--repeats', type=int, default=9)
+    parser.add_argument('--ref-repeats', type=int, default=3)
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--skip-ref', action='store_true', help='skip mamba-ssm selective_scan_ref')
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    groups, per_group = 4, 32
+    inputs = segman_inputs(args.batch, groups, per_group, args.length)
+    u, delta, A, B, C, D, z, delta_bias = inputs
+    grad_inputs = [t.clone().requires_grad_() if t is not None else None for t in inputs]
+    dout = torch.randn_like(u)
+
+    def chunked_fwd():
+        with torch.no_grad():
+            selective_scan_chunked(*inputs, delta_softplus=True)
+
+    def chunked_fwd_bwd():
+        out = selective_scan_chunked(*grad_inputs, delta_softplus=True)
+        out.backward(dout)
+
+    def oddeven_fwd():
+        with torch.no_grad():
+            selective_scan_oddeven(*inputs)
+
+    def oddeven_fwd_bwd():
+        selective_scan_oddeven(*grad_inputs).backward(dout)
+
+    bw = copy_bandwidth(args.repeats)
+    elem = 4
+    big = u.numel() * elem  # one (b, d, l) float32 tensor
+    small = B.numel() * elem  # one (b, g, 1, l) B or C tensor
+    floor_bytes = (3 * big + 2 * small) + (5 * big + 4 * small)
+    floor = floor_bytes / bw
+    floor_stream = floor_bytes / (2 * bw)
+
+    results = {}
+    results['chunked fwd'] = median_time(chunked_fwd, args.repeats)
+    results['chunked fwd+bwd'] = median_time(chunked_fwd_bwd, args.repeats)
+    results['odd/even fwd'] = median_time(oddeven_fwd, args.repeats)
+    results['odd/even fwd+bwd'] = median_time(oddeven_fwd_bwd, args.repeats)
+    if not args.skip_ref:
+        ref = load_mamba_ref()
+        if ref is None:
+            print('mamba-ssm not installed: skipping selective_scan_ref')
+        else:
+            def ref_fwd():
+                with torch.no_grad():
+                    ref(*inputs, delta_softplus=True)
+            results['mamba selective_scan_ref fwd'] = median_time(ref_fwd, args.ref_repeats)
+
+    load = os.getloadavg()
+    print(f'torch {torch.__version__}, threads {torch.get_num_threads()}, '
+          f'load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}')
+    print(f'shape: batch {args.batch}, channels {groups}x{per_group}, length {args.length}, '
+          f'd_state 1, B/C groups {groups}, softplus + delta_bias, D')
+    print(f'copy bandwidth (256 MiB copy_): {bw / 1e9:.2f} GB/s copied '
+          f'({2 * bw / 1e9:.2f} GB/s read+written)')
+    print(f'floor: {floor_bytes / 2**20:.1f} MiB -> {floor * 1e3:.2f} ms '
+          f'({floor_stream * 1e3:.2f} ms in the read+written convention)')
+    for name, sec in results.items():
+        line = f'{name:32s} {sec * 1e3:10.2f} ms'
+        if 'fwd+bwd' in name:
+            line += f'   {sec / floor:5.2f}x floor ({sec / floor_stream:5.2f}x read+written floor)'
+        print(line)
+    if 'mamba selective_scan_ref fwd' in results:
+        print(f"forward speed-up over mamba selective_scan_ref: "
+              f"{results['mamba selective_scan_ref fwd'] / results['chunked fwd']:.0f}x")
+    print(f"fwd+bwd speed-up over odd/even scan: "
+          f"{results['odd/even fwd+bwd'] / results['chunked fwd+bwd']:.2f}x")
+
+
+def load_mamba_ref():
+    """mamba-ssm's selective_scan_ref; its module imports the CUDA extension unconditionally,
+    so a placeholder module stands in for it when absent (the reference never calls it)."""
+    try:
+        import mamba_ssm  # noqa: F401
+    except ImportError:
+        return None
+    if 'selective_scan_cuda' not in sys.modules:
+        try:
+            import selective_scan_cuda  # noqa: F401
+        except ImportError:
+            sys.modules['selective_scan_cuda'] = types.ModuleType('selective_scan_cuda')
+    from mamba_ssm.ops.selective_scan_interface import selective_scan_ref
+    return selective_scan_ref
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,304 @@
+"""Selective scan: the chunked pure-PyTorch scan against independent references.
+
+References: the sequential scan of this package run in float64 (ground truth), the same
+sequential scan in float32, and mamba-ssm's own ``selective_scan_ref`` (external oracle).
+Errors are max |difference| / max |reference| per tensor.
+"""
+import math
+
+import pytest
+import torch
+
+from mmseg_segman.ops import selective_scan as ss
+from mmseg_segman.ops import selective_scan_fn
+from mmseg_segman.ops.selective_scan import (linear_scan, mamba_kernel_call,
+                                             selective_scan_chunked, selective_scan_ref)
+
+NAMES = ('u', 'delta', 'A', 'B', 'C', 'D', 'z', 'delta_bias')
+TOL = 1e-5
+
+
+def make_inputs(batch=2, channels=4, length=16, d_state=1, groups=None, constant_bc=False,
+                decay=(1e-3, 0.5), seed=0, with_z=True):
+    """Float64 inputs. ``groups`` None gives (b, n, l) B/C; ``decay`` is the range of
+    dt * |A| per step (log-uniform), set through delta_bias with delta_softplus=True."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64)
+
+    u = randn(batch, channels, length)
+    delta = 0.3 * randn(batch, channels, length)
+    log_lo, log_hi = (math.log(v) for v in decay)
+    A = -torch.exp(torch.empty(channels, d_state, dtype=torch.float64).uniform_(
+        log_lo, log_hi, generator=gen) / 2)
+    dt_target = torch.exp(torch.empty(channels, dtype=torch.float64).uniform_(
+        log_lo, log_hi, generator=gen) / 2)
+    delta_bias = dt_target + torch.log(-torch.expm1(-dt_target))  # softplus^-1
+    if constant_bc:
+        B, C = randn(channels, d_state), randn(channels, d_state)
+    elif groups is None:
+        B, C = randn(batch, d_state, length), randn(batch, d_state, length)
+    else:
+        B, C = randn(batch, groups, d_state, length), randn(batch, groups, d_state, length)
+    D = randn(channels)
+    z = randn(batch, channels, length) if with_z else None
+    return dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias)
+
+
+def run(fn, inputs, dtype, seed=1, return_last_state=False, delta_softplus=True):
+    """Output and gradients of every input for a fixed random cotangent (float64 results)."""
+    leaves = {k: (v.to(dtype).requires_grad_() if v is not None else None)
+              for k, v in inputs.items()}
+    res = fn(**leaves, delta_softplus=delta_softplus, return_last_state=return_last_state)
+    outs = res if return_last_state else (res, )
+    gen = torch.Generator().manual_seed(seed)
+    loss = sum((o.double() * torch.randn(o.shape, generator=gen, dtype=torch.float64)).sum()
+               for o in outs)
+    params = [v for v in leaves.values() if v is not None]
+    grads = torch.autograd.grad(loss, params)
+    names = [k for k, v in leaves.items() if v is not None]
+    result = {'out': outs[0].double()}
+    if return_last_state:
+        result['last_state'] = outs[1].double()
+    result.update({'d' + k: g.double() for k, g in zip(names, grads)})
+    return result
+
+
+def rel_err(x, ref):
+    return ((x - ref).abs().max() / ref.abs().max().clamp_min(1e-300)).item()
+
+
+def assert_close(result, truth, tol=TOL, label=''):
+    assert result.keys() == truth.keys()
+    errors = {k: rel_err(result[k], truth[k]) for k in truth}
+    for k, v in result.items():
+        assert torch.isfinite(v).all(), f'{label}{k} is not finite'
+    bad = {k: f'{e:.2e}' for k, e in errors.items() if not e <= tol}
+    assert not bad, f'{label}relative errors above {tol}: {bad}'
+
+
+# ---------------------------------------------------------------------------------------------
+# linear_scan: the recurrence solver on its own
+# ---------------------------------------------------------------------------------------------
+
+
+def sequential(a, b):
+    x, out = torch.zeros_like(b[:, 0]), torch.empty_like(b)
+    for t in range(b.shape[1]):
+        x = a[:, t] * x + b[:, t]
+        out[:, t] = x
+    return out
+
+
+@pytest.mark.parametrize('chunk,length', [(2, 1), (3, 50), (4, 300), (8, 64), (5, 1000)])
+def test_linear_scan_levels_match_sequential(chunk, length):
+    """Small chunks force several levels of chunk-state recursion and a partial last chunk."""
+    gen = torch.Generator().manual_seed(chunk * 1000 + length)
+    a = torch.rand(6, length, generator=gen, dtype=torch.float64)
+    a[0] = 1.0  # no decay: plain cumulative sum
+    a[1, ::7] = 0.0  # resets
+    b = torch.randn(6, length, generator=gen, dtype=torch.float64)
+    truth = sequential(a, b)
+    got = linear_scan(a.float(), b.float(), chunk=chunk, decaying=True).double()
+    assert rel_err(got, truth) <= TOL
+    # the same in float64 is exact to rounding
+    assert rel_err(linear_scan(a, b, chunk=chunk, decaying=True), truth) <= 1e-12
+
+
+def test_linear_scan_any_decay_and_growth():
+    """Decays spanning 1e-300..1 per step, and growth (a > 1), stay finite and exact."""
+    gen = torch.Generator().manual_seed(0)
+    length = 700
+    log_a = -torch.exp(torch.empty(8, length, dtype=torch.float64).uniform_(-7, 6.5, generator=gen))
+    log_a[5:] = torch.empty(3, length, dtype=torch.float64).uniform_(-1.0, 1.05, generator=gen)
+    a, b = log_a.exp(), torch.randn(8, length, generator=gen, dtype=torch.float64)
+    truth = sequential(a, b)
+    got = linear_scan(a.float(), b.float(), chunk=16, decaying=False).double()
+    assert torch.isfinite(got).all()
+    assert rel_err(got[:5], truth[:5]) <= TOL
+    assert rel_err(got[5:], truth[5:]) <= TOL
+    got_decaying = linear_scan(a[:5].float(), b[:5].float(), chunk=16, decaying=True).double()
+    assert rel_err(got_decaying, truth[:5]) <= TOL
+
+
+# ---------------------------------------------------------------------------------------------
+# selective scan vs the float64 sequential reference
+# ---------------------------------------------------------------------------------------------
+
+CASES = [
+    # length, d_state, groups, constant_bc
+    (1, 1, 2, False),
+    (2, 3, None, False),
+    (63, 1, None, False),
+    (64, 2, 2, False),
+    (65, 1, 4, False),
+    (65, 3, None, True),
+    (4097, 1, 2, False),
+]
+
+
+@pytest.mark.parametrize('length,d_state,groups,constant_bc', CASES)
+def test_chunked_and_reference_match_float64(length, d_state, groups, constant_bc):
+    channels = 4
+    inputs = make_inputs(batch=2 if length < 4097 else 1, channels=channels, length=length,
+                         d_state=d_state, groups=groups, constant_bc=constant_bc)
+    truth = run(selective_scan_ref, inputs, torch.float64, return_last_state=True)
+    fast = run(selective_scan_chunked, inputs, torch.float32, return_last_state=True)
+    assert_close(fast, truth, label='chunked fp32: ')
+    if length < 4097:  # the float32 reference itself is within tolerance too
+        assert_close(run(selective_scan_ref, inputs, torch.float32, return_last_state=True),
+                     truth, label='sequential fp32: ')
+    # float64 in, float64 computation: agrees to rounding
+    assert_close(run(selective_scan_chunked, inputs, torch.float64, return_last_state=True),
+                 truth, tol=1e-11, label='chunked fp64: ')
+
+
+def test_chunked_gradcheck_float64(monkeypatch):
+    """Analytic gradients of every input vs finite differences, with 3-step chunks so the
+    chunk-state recursion and the partial last chunk are inside the checked function."""
+    monkeypatch.setattr(ss, 'SCAN_CHUNK', 3)
+    inputs = make_inputs(batch=1, channels=4, length=11, d_state=2, groups=2)
+    args = [inputs[k].clone().requires_grad_() for k in NAMES]
+
+    def fn(*tensors):
+        return selective_scan_chunked(*tensors, delta_softplus=True, return_last_state=True)
+
+    assert torch.autograd.gradcheck(fn, args, eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+def test_without_optional_inputs_and_without_softplus():
+    inputs = make_inputs(length=70, d_state=2, groups=2, with_z=False)
+    inputs.update(D=None, delta_bias=None)
+    inputs['delta'] = inputs['delta'].abs() * 0.2  # dt used as given: keep it a valid step
+    truth = run(selective_scan_ref, inputs, torch.float64, delta_softplus=False)
+    fast = run(selective_scan_chunked, inputs, torch.float32, delta_softplus=False)
+    assert_close(fast, truth)
+
+
+@pytest.mark.parametrize('groups', [None, 4])
+def test_strong_decay_stays_finite_and_exact(groups):
+    """dt * |A| up to ~1e4 per step (exp underflows to 0 in float32), mixed with weak decays
+    so that the within-chunk closed form fails for some chunks but not others."""
+    inputs = make_inputs(batch=1, channels=8, length=300, groups=groups, decay=(1e-3, 1e4))
+    inputs['delta'] = inputs['delta'] * 10  # dt spans softplus of roughly -3..+3 around bias
+    truth = run(selective_scan_ref, inputs, torch.float64)
+    fast = run(selective_scan_chunked, inputs, torch.float32)
+    assert_close(fast, truth)
+
+
+def test_long_sequence_forward_matches_float64():
+    """L = 65,536 with decay so weak that state accumulates over thousands of steps."""
+    inputs = make_inputs(batch=1, channels=2, length=65536, groups=None, decay=(1e-5, 1e-3),
+                         with_z=False)
+    args = {k: v for k, v in inputs.items()}
+    truth = selective_scan_ref(**args, delta_softplus=True)
+    fast = selective_scan_chunked(**{k: v.float() if v is not None else None
+                                     for k, v in args.items()}, delta_softplus=True)
+    assert rel_err(fast.double(), truth) <= TOL
+
+
+def test_half_precision_inputs_computed_in_float32():
+    inputs = make_inputs(length=40, groups=2)
+    for dtype in (torch.bfloat16, torch.float16):
+        low = {k: v.to(dtype) for k, v in inputs.items()}
+        out = selective_scan_fn(**low, delta_softplus=True)
+        assert out.dtype == dtype
+        expected = selective_scan_chunked(**{k: v.float() for k, v in low.items()},
+                                          delta_softplus=True).to(dtype)
+        assert torch.equal(out, expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# mamba-ssm's selective_scan_ref as external oracle
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('length,d_state,groups', [(1, 1, None), (64, 1, 4), (65, 4, 2),
+                                                   (200, 2, None)])
+def test_matches_mamba_reference(mamba_selective_scan_ref, length, d_state, groups):
+    inputs = make_inputs(batch=2, channels=8, length=length, d_state=d_state, groups=groups)
+    theirs = run(mamba_selective_scan_ref, inputs, torch.float32, return_last_state=True)
+    ours = run(selective_scan_fn, inputs, torch.float32, return_last_state=True)
+    assert_close(ours, theirs)
+
+
+def checked(kernel):
+    """Wrap ``kernel`` with the input checks of mamba-ssm's CUDA ``selective_scan_fwd``."""
+
+    def call(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+             return_last_state=False):
+        io = u.dtype
+        assert io in (torch.float32, torch.float16, torch.bfloat16)
+        assert A.dtype == torch.float32
+        assert delta.dtype == io
+        for t in (B, C):
+            assert t.dtype == (io if t.dim() >= 3 else torch.float32)
+        for t in (D, delta_bias):
+            assert t is None or (t.dtype == torch.float32 and t.stride(-1) == 1)
+        assert z is None or z.dtype == io
+        return kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+
+    return call
+
+
+def test_mamba_adapter_meets_kernel_contract(mamba_selective_scan_ref):
+    """The CUDA path's adapter, run on CPU with mamba's reference in place of its kernel:
+    float64/strided arguments are converted as the kernel requires, and outputs and
+    gradients (through the conversions) match the chunked scan."""
+    inputs = make_inputs(batch=2, channels=8, length=50, d_state=2, groups=4)
+    # what a model may pass: float64 parameters, strided views
+    inputs['delta_bias'] = torch.stack([inputs['delta_bias']] * 2, 1)[:, 0]
+    inputs['D'] = torch.stack([inputs['D']] * 3, 1)[:, 1]
+    kernel = checked(mamba_selective_scan_ref)
+
+    def through_adapter(u, delta, A, B, C, D, z, delta_bias, **kwargs):
+        return mamba_kernel_call(kernel, u.float(), delta, A, B, C, D, z, delta_bias, **kwargs)
+
+    theirs = run(through_adapter, inputs, torch.float64, return_last_state=True)
+    ours = run(selective_scan_chunked, inputs, torch.float32, return_last_state=True)
+    assert_close(theirs, ours)
+    for name in ('dA', 'dD', 'ddelta_bias', 'dB'):
+        assert theirs[name].shape == ours[name].shape
+
+
+def test_cpu_tensors_never_reach_the_cuda_kernel(monkeypatch):
+    def fail():
+        raise AssertionError('kernel looked up for CPU tensors')
+
+    monkeypatch.setattr(ss, '_mamba_kernel', fail)
+    inputs = make_inputs(length=10)
+    out = selective_scan_fn(**{k: v.float() for k, v in inputs.items()}, delta_softplus=True)
+    assert out.shape == inputs['u'].shape
+
+
+# ---------------------------------------------------------------------------------------------
+# argument checking
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('change,match', [
+    (dict(B=torch.zeros(2, 3, 1, 16)), 'B has 3 groups'),
+    (dict(C=torch.zeros(2, 1, 15)), 'C must have shape'),
+    (dict(A=torch.zeros(4)), 'A must have shape'),
+    (dict(A=torch.zeros(4, 1, dtype=torch.complex64)), 'complex A'),
+    (dict(delta=torch.zeros(2, 4, 15)), 'delta must have the shape of u'),
+    (dict(D=torch.zeros(3)), r'D must have shape \(4,\)'),
+    (dict(delta_bias=torch.zeros(4, 1)), 'delta_bias must have shape'),
+    (dict(z=torch.zeros(2, 4)), 'z must have the shape of u'),
+    (dict(u=torch.zeros(2, 4, 0), delta=torch.zeros(2, 4, 0), B=torch.zeros(2, 1, 0),
+          C=torch.zeros(2, 1, 0), z=None), 'length 0'),
+])
+def test_bad_arguments_raise_clear_errors(change, match):
+    inputs = {k: v.float() for k, v in make_inputs(length=16).items()}
+    inputs.update(change)
+    for fn in (selective_scan_fn, selective_scan_ref):
+        with pytest.raises(ValueError, match=match):
+            fn(**inputs)
+
+
+def test_integer_input_rejected():
+    inputs = {k: v.float() for k, v in make_inputs(length=4).items()}
+    inputs['u'] = inputs['u'].long()
+    with pytest.raises(TypeError, match='u must be a floating-point tensor'):
+        selective_scan_fn(**inputs)
