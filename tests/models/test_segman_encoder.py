@@ -263,8 +263,10 @@ def test_checkpoint_without_ema_uses_state_dict_and_prefix_selects_backbone(tmp_
     torch.save({'state_dict': {f'backbone.{k}': v for k, v in source.state_dict().items()}
                 | {'decode_head.conv_seg.weight': torch.zeros(1)}}, tmp_path / 'seg.pth')
     for name, prefix in (('plain.pth', None), ('seg.pth', 'backbone.')):
-        model = _tiny(init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / name),
-                                    prefix=prefix))
+        # In a list, Pretrained is applied last (as mmengine does), over the other entries.
+        model = _tiny(init_cfg=[
+            dict(type='Pretrained', checkpoint=str(tmp_path / name), prefix=prefix),
+            dict(type='Constant', layer='Conv2d', val=0.5, bias=0.)])
         model.init_weights()
         for key, value in model.state_dict().items():
             assert torch.equal(value, source.state_dict()[key]), (name, key)
@@ -293,6 +295,14 @@ def test_random_init_is_official():
     # written above survives there (the official code sets them once, at construction).
     assert torch.equal(model.layers[0].blocks[0].layer_scale1.weight,
                        torch.full((32, 1, 1, 1), 3.0))
+
+
+def test_other_init_cfg_applies_after_official_init():
+    model = _tiny(init_cfg=dict(type='Constant', layer='Conv2d', val=0.5, bias=0.))
+    model.init_weights()
+    assert torch.equal(model.layers[0].blocks[0].token_mixer.qkv.weight,
+                       torch.full((24, 8, 1, 1), 0.5))
+    assert torch.equal(model.layers[0].blocks[0].norm1.weight, torch.ones(8))
 
 
 def test_arch_overrides_and_norm_cfg():

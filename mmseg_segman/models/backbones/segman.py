@@ -10,6 +10,7 @@ its ImageNet checkpoints (through ``init_cfg``) and segmentation checkpoints (``
 unchanged.
 """
 import argparse
+import contextlib
 
 import torch
 import torch.nn as nn
@@ -19,7 +20,7 @@ from mmcv.cnn import build_activation_layer, build_norm_layer
 from mmcv.cnn.bricks import DropPath
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
-from mmengine.model.weight_init import constant_init, trunc_normal_init
+from mmengine.model.weight_init import constant_init, initialize, trunc_normal_init
 from mmengine.runner.checkpoint import CheckpointLoader, load_state_dict
 from mmseg.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -451,20 +452,28 @@ class SegMANEncoder(BaseModule):
             constant_init(module, val=1.0, bias=0.)
 
     def init_weights(self):
-        """Official random init, then the checkpoint of a ``Pretrained`` ``init_cfg`` if any."""
-        init_cfg = self.init_cfg
-        if init_cfg is not None and not (isinstance(init_cfg, dict)
-                                         and init_cfg.get('type') == 'Pretrained'):
-            super().init_weights()
-            return
+        """Official random init, then any other ``init_cfg`` entries, then a ``Pretrained`` one.
+
+        mmengine's own ``Pretrained`` initialiser would read ``state_dict`` and miss the EMA
+        weights of the released checkpoints, so it is handled by :meth:`load_pretrained`.
+        """
+        cfgs = [] if self.init_cfg is None else (
+            [self.init_cfg] if isinstance(self.init_cfg, dict) else list(self.init_cfg))
+        pretrained = [cfg for cfg in cfgs if cfg.get('type') == 'Pretrained']
+        others = [cfg for cfg in cfgs if cfg.get('type') != 'Pretrained']
+        if len(pretrained) > 1:
+            raise ValueError(f'init_cfg holds {len(pretrained)} Pretrained entries; give one')
         # Parameters that are not Conv/Linear/norm weights (relative-position biases, layer
         # scales, SS2D) keep the values set at construction, as in the official code.
         self.apply(self._official_init)
-        if init_cfg is not None:
-            if 'checkpoint' not in init_cfg:
-                raise ValueError(f'Pretrained init_cfg needs a checkpoint, got {init_cfg}')
-            self.load_pretrained(init_cfg['checkpoint'], prefix=init_cfg.get('prefix'),
-                                 map_location=init_cfg.get('map_location', 'cpu'))
+        if others:
+            initialize(self, others)
+        if pretrained:
+            cfg = pretrained[0]
+            if 'checkpoint' not in cfg:
+                raise ValueError(f'Pretrained init_cfg needs a checkpoint, got {cfg}')
+            self.load_pretrained(cfg['checkpoint'], prefix=cfg.get('prefix'),
+                                 map_location=cfg.get('map_location', 'cpu'))
         self._is_init = True
 
     def load_pretrained(self, checkpoint, prefix=None, map_location='cpu'):
@@ -481,8 +490,10 @@ class SegMANEncoder(BaseModule):
         head (``classifier.*``) is dropped and reported; other key mismatches are logged as
         warnings and shape mismatches raise.
         """
-        # timm's training script stores its argparse.Namespace next to the weights.
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        # timm's training script stores its argparse.Namespace next to the weights; allow just
+        # that type for weights-only unpickling (torch < 2.5 does not unpickle weights-only).
+        safe_globals = getattr(torch.serialization, 'safe_globals', None)
+        with safe_globals([argparse.Namespace]) if safe_globals else contextlib.nullcontext():
             ckpt = CheckpointLoader.load_checkpoint(checkpoint, map_location=map_location)
         for source in ('state_dict_ema', 'state_dict'):
             if source in ckpt:
