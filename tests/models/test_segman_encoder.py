@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
+from mmengine.config import ConfigDict
 from mmengine.logging import MMLogger
 from mmseg.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -270,6 +271,20 @@ def test_checkpoint_without_ema_uses_state_dict_and_prefix_selects_backbone(tmp_
         model.init_weights()
         for key, value in model.state_dict().items():
             assert torch.equal(value, source.state_dict()[key]), (name, key)
+
+
+def test_segmentor_level_pretrained_is_loaded_through_init_weights(tmp_path):
+    ema, plain = _randomised(_tiny(), 4), _randomised(_tiny(), 5)
+    path = tmp_path / 'SegMAN_Encoder_tiny.pth.tar'
+    _imagenet_checkpoint(path, ema, plain)
+    segmentor = MODELS.build(ConfigDict(
+        type='EncoderDecoder', pretrained=str(path),
+        backbone=dict(type='SegMANEncoder', **TINY),
+        decode_head=dict(type='FCNHead', in_channels=16, in_index=3, channels=8, num_convs=1,
+                         num_classes=3)))
+    segmentor.init_weights()
+    for name, value in segmentor.backbone.state_dict().items():
+        assert torch.equal(value, ema.state_dict()[name]), name
 
 
 def test_checkpoint_of_another_arch_is_rejected(tmp_path):

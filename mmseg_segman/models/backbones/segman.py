@@ -11,6 +11,7 @@ unchanged.
 """
 import argparse
 import contextlib
+import warnings
 
 import torch
 import torch.nn as nn
@@ -287,6 +288,8 @@ class SegMANEncoder(BaseModule):
             requires_grad=True).
         act_cfg (dict): Activation of stem and FFNs. Default: dict(type='GELU').
         with_cp (bool): Gradient checkpointing of every block. Default: False.
+        pretrained (str, optional): Deprecated MMSeg spelling of
+            ``init_cfg=dict(type='Pretrained', checkpoint=pretrained)``. Default: None.
         init_cfg (dict, optional): None for the official random initialisation, or
             ``dict(type='Pretrained', checkpoint=path[, prefix='backbone.'])``. Released
             ImageNet checkpoints (``.pth.tar``) are read with ``state_dict_ema`` preferred over
@@ -325,7 +328,18 @@ class SegMANEncoder(BaseModule):
                  norm_cfg=dict(type='BN', requires_grad=True),
                  act_cfg=dict(type='GELU'),
                  with_cp=False,
+                 pretrained=None,
                  init_cfg=None):
+        if pretrained is not None:
+            # MMSeg's segmentor passes its own ``pretrained`` here (deprecated in MMSeg 1.x).
+            if init_cfg is not None:
+                raise ValueError('set either pretrained or init_cfg of SegMANEncoder, not both')
+            if not isinstance(pretrained, str):
+                raise TypeError(f'pretrained must be a checkpoint path (str), got '
+                                f'{type(pretrained).__name__}')
+            warnings.warn('SegMANEncoder: pretrained is deprecated, use '
+                          'init_cfg=dict(type="Pretrained", checkpoint=...)', DeprecationWarning)
+            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
         super().__init__(init_cfg=init_cfg)
         settings = self._resolve_arch(
             arch, embed_dims=embed_dims, depths=depths, num_heads=num_heads,
