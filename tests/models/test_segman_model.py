@@ -1,0 +1,208 @@
+"""Whole SegMAN models built from configs/segman: sizes, official outputs, training, checkpoints."""
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import mmseg_segman  # noqa: F401,I001  (first: applies the compat shims, registers the modules)
+from mmengine.config import Config
+from mmengine.model import revert_sync_batchnorm
+from mmengine.runner import load_checkpoint
+from mmengine.structures import PixelData
+from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
+from mmseg.utils import register_all_modules
+
+REPO = next(p for p in Path(__file__).resolve().parents if (p / 'mmseg_segman').is_dir())
+CONFIGS = REPO / 'configs' / 'segman'
+DATASETS = ('ade20k', 'cityscapes', 'coco-stuff164k')
+
+register_all_modules()
+
+
+def _golden(name):
+    """Load a golden file from <repo>/../shared/golden (or $MMSEG_SEGMAN_GOLDEN)."""
+    path = Path(os.environ.get('MMSEG_SEGMAN_GOLDEN', REPO.parent / 'shared' / 'golden')) / name
+    if not path.is_file():
+        if os.environ.get('CI'):
+            pytest.fail(f'golden file {path} is missing')
+        pytest.skip(f'golden file {path} is missing (set MMSEG_SEGMAN_GOLDEN)')
+    return torch.load(path, weights_only=True)
+
+
+def _model_cfg(config, **decode_head):
+    cfg = Config.fromfile(str(CONFIGS / config))
+    cfg.model.decode_head.update(decode_head)
+    return cfg.model
+
+
+def _build(config, **decode_head):
+    """Build a config's model with no pretrained weights; SyncBN reverted as the Runner does."""
+    return revert_sync_batchnorm(MODELS.build(_model_cfg(config, **decode_head)))
+
+
+def _samples(labels):
+    samples = []
+    for label in labels:
+        sample = SegDataSample(metainfo=dict(img_shape=label.shape, ori_shape=label.shape))
+        sample.gt_sem_seg = PixelData(data=label[None])
+        samples.append(sample)
+    return samples
+
+
+# Official recipes (configs of yunxiangfu2001/SegMAN; drop path from its training scripts; L has no
+# script, so its drop path is this project's choice, documented in the configs).
+RECIPES = {
+    't': dict(channels=(128, 128, 128), proj=192, drop_path=(0.0, 0.0, 0.0)),
+    's': dict(channels=(144, 152, 144), proj=288, drop_path=(0.15, 0.2, 0.2)),
+    'b': dict(channels=(180, 180, 180), proj=320, drop_path=(0.25, 0.25, 0.2)),
+    'l': dict(channels=(224, 224, 224), proj=432, drop_path=(0.3, 0.3, 0.25)),
+}
+
+
+@pytest.mark.parametrize('variant', RECIPES)
+@pytest.mark.parametrize('dataset', DATASETS)
+def test_configs_follow_the_official_recipes(variant, dataset):
+    cfg = Config.fromfile(str(CONFIGS / f'segman-{variant}_{dataset}.py'))
+    d = DATASETS.index(dataset)
+    recipe = RECIPES[variant]
+    assert cfg.custom_imports == dict(imports=['mmseg_segman'], allow_failed_imports=False)
+    assert cfg.default_scope == 'mmseg'
+    backbone, head = cfg.model.backbone, cfg.model.decode_head
+    assert backbone.type == 'SegMANEncoder' and backbone.arch == variant
+    assert backbone.drop_path_rate == recipe['drop_path'][d]
+    assert backbone.norm_cfg.type == head.norm_cfg.type == 'SyncBN'
+    assert backbone.init_cfg.type == 'Pretrained'
+    assert backbone.init_cfg.checkpoint.endswith(f'SegMAN_Encoder_{variant}.pth.tar')
+    assert head.type == 'SegMANDecoder' and head.in_index == [0, 1, 2, 3]
+    assert head.channels == recipe['channels'][d] and head.feat_proj_dim == recipe['proj']
+    assert head.num_classes == (150, 19, 171)[d]
+    assert head.dropout_ratio == 0.1 and head.align_corners is False
+    crop = 1024 if dataset == 'cityscapes' else 512
+    assert cfg.crop_size == (crop, crop) and cfg.model.data_preprocessor.size == (crop, crop)
+    # Total batch 16 (8 on Cityscapes) on the 4 GPUs of the official scripts.
+    assert cfg.train_dataloader.batch_size * 4 == (8 if dataset == 'cityscapes' else 16)
+    assert cfg.train_cfg.max_iters == 160000
+    assert cfg.optim_wrapper.optimizer.lr == 6e-5
+    assert cfg.optim_wrapper.paramwise_cfg.custom_keys.head.lr_mult == 10.
+    if dataset == 'cityscapes' and variant != 'l':
+        assert cfg.model.test_cfg == dict(mode='slide', crop_size=(1024, 1024),
+                                          stride=(768, 768))
+    else:
+        assert cfg.model.test_cfg == dict(mode='whole')
+
+
+# Parameters with 150 classes, from the official code (reference report, computed); the papers
+# round them to 6.4 / 29.4 / 51.8 / 92.4 M.
+@pytest.mark.parametrize('variant,params', [('t', 6.40e6), ('s', 29.43e6), ('b', 51.80e6),
+                                            ('l', 92.34e6)])
+def test_parameter_counts_match_the_paper(variant, params):
+    with torch.device('meta'):  # shapes only: no memory, no initialisation cost
+        model = MODELS.build(_model_cfg(f'segman-{variant}_ade20k.py'))
+    count = sum(p.numel() for p in model.parameters())
+    assert abs(count / params - 1) <= 0.005, count
+    assert sum(k.startswith('decode_head.') for k in model.state_dict()) == 87
+
+
+def test_segman_t_config_reproduces_the_official_outputs():
+    golden = _golden('segman-t.pt')
+    # Built as configured (SyncBN kept): in eval SyncBN normalises with running statistics.
+    model = MODELS.build(_model_cfg('segman-t_ade20k.py')).eval()
+    model.load_state_dict(golden['state_dict'], strict=True)
+    assert sum(p.numel() for p in model.parameters()) == 6397260
+    with torch.no_grad():
+        for x, feats_ref, logits_ref in zip(golden['inputs'], golden['features'],
+                                            golden['logits']):
+            feats = model.backbone(x)
+            for out, ref in zip([*feats, model.decode_head(feats)], [*feats_ref, logits_ref]):
+                assert out.shape == ref.shape
+                assert (out - ref).abs().max() <= 1e-4 * ref.abs().max()
+
+
+def test_mmseg_checkpoint_loads_with_no_missing_or_unexpected_keys(tmp_path):
+    torch.manual_seed(0)
+    source = _build('segman-t_ade20k.py')
+    state = {k: v + torch.rand_like(v) if v.is_floating_point() else v + 3
+             for k, v in source.state_dict().items()}
+    # Layout of a checkpoint saved by MMSeg's Runner.
+    path = tmp_path / 'iter_160000.pth'
+    torch.save(dict(meta=dict(mmseg_version='1.2.2', iter=160000, seed=0,
+                              dataset_meta=dict(classes=[str(i) for i in range(150)])),
+                    state_dict=state, message_hub={}, optimizer={}, param_schedulers=[]), path)
+    target = _build('segman-t_ade20k.py')
+    assert {k[:k.index('.')] for k in state} == {'backbone', 'decode_head'}
+    checkpoint = load_checkpoint(target, str(path), map_location='cpu', strict=True)
+    assert checkpoint['meta']['iter'] == 160000
+    loaded = target.state_dict()
+    assert loaded.keys() == state.keys()
+    assert all(torch.equal(loaded[k], v) for k, v in state.items())
+
+
+def test_predict_returns_maps_of_the_input_size():
+    torch.manual_seed(0)
+    model = _build('segman-t_ade20k.py', num_classes=7).eval()
+    image = torch.randint(0, 256, (3, 75, 110), dtype=torch.uint8)  # not a multiple of 32
+    data = model.data_preprocessor(
+        dict(inputs=[image],
+             data_samples=[SegDataSample(metainfo=dict(img_shape=(75, 110), ori_shape=(75, 110)))]),
+        training=False)
+    with torch.no_grad():
+        result = model.predict(data['inputs'], data['data_samples'])[0]
+        logits = model(data['inputs'], mode='tensor')
+    assert logits.shape == (1, 7, 10, 14)  # stride 8, ceil division
+    expected = F.interpolate(logits, size=(75, 110), mode='bilinear', align_corners=False)[0]
+    assert result.seg_logits.data.shape == (7, 75, 110)
+    assert torch.allclose(result.seg_logits.data, expected, atol=1e-5)
+    assert torch.equal(result.pred_sem_seg.data[0], expected.argmax(0))
+
+
+def test_loss_decreases_on_a_fixed_batch():
+    torch.manual_seed(0)
+    model = _build('segman-t_ade20k.py', num_classes=4)
+    model.train()
+    inputs = torch.randn(2, 3, 32, 32)
+    # One class per 8x8 block: learnable from stride-8 logits.
+    labels = torch.randint(0, 4, (2, 4, 4)).repeat_interleave(8, 1).repeat_interleave(8, 2)
+    samples = _samples(labels)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(6):
+        optimizer.zero_grad()
+        loss = model.loss(inputs, samples)['decode.loss_ce']
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('variant', RECIPES)
+def test_train_step_at_512(variant):
+    """Forward and backward of every variant at the ADE20K crop size."""
+    torch.manual_seed(0)
+    model = _build(f'segman-{variant}_ade20k.py').train()
+    inputs = torch.randn(2, 3, 512, 512)
+    samples = _samples(torch.randint(0, 150, (2, 512, 512)))
+    losses = model.loss(inputs, samples)
+    assert losses['decode.loss_ce'].shape == () and torch.isfinite(losses['decode.loss_ce'])
+    losses['decode.loss_ce'].backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not no_grad, f'no gradient reaches {no_grad[:5]}'
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.slow
+def test_segman_t_cityscapes_full_resolution_inference():
+    """SegMAN-T as configured for Cityscapes (sliding 1024x1024 windows) on a 1024x2048 image."""
+    torch.manual_seed(0)
+    model = _build('segman-t_cityscapes.py').eval()
+    inputs = torch.randn(1, 3, 1024, 2048)
+    sample = SegDataSample(metainfo=dict(img_shape=(1024, 2048), ori_shape=(1024, 2048)))
+    with torch.no_grad():
+        result = model.predict(inputs, [sample])[0]
+    assert result.seg_logits.data.shape == (19, 1024, 2048)
+    assert result.pred_sem_seg.data.shape == (1, 1024, 2048)
+    assert torch.isfinite(result.seg_logits.data).all()
+    assert result.pred_sem_seg.data.unique().numel() > 1
