@@ -211,6 +211,15 @@ def test_with_cp_same_outputs_and_grads():
         torch.testing.assert_close(results[1][1][name], grad, rtol=1e-5, atol=1e-7, msg=name)
 
 
+def test_with_cp_recomputes_blocks_behind_a_frozen_stem():
+    model = _tiny(with_cp=True, frozen_stages=0).train()
+    calls = []
+    model.layers[0].blocks[0].register_forward_pre_hook(lambda *args: calls.append(1))
+    model(torch.randn(1, 3, 64, 64))[0].sum().backward()
+    assert len(calls) == 2
+    assert model.layers[0].blocks[0].cpe1.weight.grad is not None
+
+
 def _imagenet_checkpoint(path, ema_model, plain_model, num_classes=10):
     """A checkpoint laid out as the released SegMAN_Encoder_*.pth.tar (timm train.py)."""
     c4 = ema_model.arch['embed_dims'][3]

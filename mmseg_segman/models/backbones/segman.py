@@ -222,8 +222,7 @@ class SegMANStage(BaseModule):
     """A stage of LASS blocks sharing one 2-D RoPE table (``rope``).
 
     Args:
-        depth (int): Number of blocks.
-        drop_paths (Sequence[float]): Stochastic depth rate of each block.
+        drop_paths (Sequence[float]): Stochastic depth rate of each block (one block each).
         with_cp (bool): Recompute each block in the backward pass (gradient checkpointing) to
             save memory. BN running statistics are then updated twice per step, as with every
             checkpointed MMSeg backbone. Default: False.
@@ -231,17 +230,18 @@ class SegMANStage(BaseModule):
         **block_kwargs: Arguments of :class:`LASSBlock` (embed_dims, num_heads, ...).
     """
 
-    def __init__(self, depth, drop_paths, with_cp=False, init_cfg=None, **block_kwargs):
+    def __init__(self, drop_paths, with_cp=False, init_cfg=None, **block_kwargs):
         super().__init__(init_cfg=init_cfg)
         self.with_cp = with_cp
         self.rope = RoPE2d(block_kwargs['embed_dims'] // block_kwargs['num_heads'])
         self.blocks = nn.ModuleList(
-            LASSBlock(drop_path=drop_paths[i], **block_kwargs) for i in range(depth))
+            LASSBlock(drop_path=rate, **block_kwargs) for rate in drop_paths)
 
     def forward(self, x):
         sin, cos = self.rope(*x.shape[2:])
         for block in self.blocks:
-            if self.with_cp and x.requires_grad:
+            # Not conditioned on x.requires_grad: behind a frozen stem the blocks still train.
+            if self.with_cp and torch.is_grad_enabled():
                 x = cp.checkpoint(block, x, sin, cos, use_reentrant=False)
             else:
                 x = block(x, sin, cos)
@@ -381,7 +381,6 @@ class SegMANEncoder(BaseModule):
             first = sum(depths[:i])
             self.layers.append(
                 SegMANStage(
-                    depths[i],
                     drop_paths[first:first + depths[i]],
                     with_cp=with_cp,
                     embed_dims=embed_dims[i],
