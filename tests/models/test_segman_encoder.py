@@ -1,4 +1,4 @@
-"""SegMANEncoder: official golden features, checkpoint layout and loading, sizes, training options."""
+"""SegMANEncoder: official golden features, checkpoint layout and loading, sizes, options."""
 import argparse
 import math
 import os
