@@ -527,3 +527,25 @@ def test_configs_match_the_paper(variant, params, channels, rank, drop_path):
     model = MODELS.build(cfg.model)
     count = sum(p.numel() for p in model.parameters())
     assert abs(count / params - 1) <= 0.005, count
+
+
+def test_config_model_evaluates_deterministically():
+    """Through the real T config: data preprocessor (size_divisor 32),
+    whole inference, resize to the original shape; twice the same logits."""
+    cfg = Config.fromfile(CONFIGS / 'segnext-t_ade20k.py')
+    cfg.model.backbone.init_cfg = None
+    model = MODELS.build(cfg.model)
+    perturb_(model, seed=5)
+    model.eval()
+    image = torch.randint(0, 256, (3, 70, 90), dtype=torch.uint8)
+    logits = []
+    for _ in range(2):
+        sample = SegDataSample(
+            metainfo=dict(img_shape=(70, 90), ori_shape=(70, 90)))
+        with torch.no_grad():
+            result = model.test_step(
+                dict(inputs=[image], data_samples=[sample]))
+        logits.append(result[0].seg_logits.data)
+    assert logits[0].shape == (150, 70, 90)
+    assert logits[0].std() > 0
+    assert torch.equal(logits[0], logits[1])

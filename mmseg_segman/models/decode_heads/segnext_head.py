@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule
+from mmengine.model import BaseModule
 from torch import Tensor
 
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
@@ -234,7 +235,7 @@ def parse_ham_kwargs(ham_kwargs, channels):
     return parsed
 
 
-class Hamburger(nn.Module):
+class Hamburger(BaseModule):
     """Hamburger: 1x1 conv + ReLU, NMF, 1x1 conv + norm, residual + ReLU.
 
     Args:
@@ -242,13 +243,14 @@ class Hamburger(nn.Module):
         ham_kwargs (dict): Options of :class:`NMF2D`, see
             :func:`parse_ham_kwargs`.
         norm_cfg (dict, optional): Norm config of the output conv.
+        init_cfg (dict, optional): Initialization config. Defaults to None.
 
     Shape:
         ``(B, C, H, W) -> (B, C, H, W)``.
     """
 
-    def __init__(self, channels, ham_kwargs, norm_cfg=None):
-        super().__init__()
+    def __init__(self, channels, ham_kwargs, norm_cfg=None, init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
         self.ham_in = ConvModule(
             channels, channels, 1, norm_cfg=None, act_cfg=None)
         self.ham = NMF2D(channels, **parse_ham_kwargs(ham_kwargs, channels))
