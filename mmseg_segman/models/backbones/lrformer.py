@@ -10,6 +10,7 @@ Module and parameter names follow the official implementation (yuhuan-wu/LRForme
 so its released checkpoints load unchanged. The blocks are shared with
 :class:`~mmseg_segman.models.decode_heads.LRHead`.
 """
+import os
 from collections import OrderedDict
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -140,6 +141,7 @@ class LowResolutionSelfAttention(BaseModule):
             Tensor: (B, C, H, W).
         """
         B, C, H, W = x.shape
+        H, W = int(H), int(W)  # plain ints for the pooled-size arithmetic (also when traced)
         if kv_pool_convs is not None and len(kv_pool_convs) != len(self.kv_pooled_sizes):
             raise ValueError(f'kv_pool_convs has {len(kv_pool_convs)} modules but there are '
                              f'{len(self.kv_pooled_sizes)} pyramid levels')
@@ -452,7 +454,7 @@ class LRFormer(BaseModule):
                 nn.Conv2d(embed_dims[i], embed_dims[i], 3, padding=1, groups=embed_dims[i])
                 for _ in kv_pooled_sizes_for(q_pooled_sizes[i])
             ]))
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        dpr = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
         for i in range(4):
             pre_norm_blocks = arch['stage3_pre_norm_blocks'] if i == 2 else ()
             setattr(self, f'block{i + 1}', nn.ModuleList([
@@ -508,6 +510,7 @@ class LRFormer(BaseModule):
                 elif isinstance(m, nn.LayerNorm):
                     nn.init.ones_(m.weight)
                     nn.init.zeros_(m.bias)
+            self._is_init = True
         elif self.init_cfg.get('type') == 'Pretrained':
             self.load_pretrained(self.init_cfg['checkpoint'])
         else:
@@ -518,9 +521,15 @@ class LRFormer(BaseModule):
         segmentation) non-strictly, reporting keys that do not match.
 
         Raises:
+            FileNotFoundError: if ``checkpoint`` is a local path that does not exist.
             ValueError: if the checkpoint shares no key with this backbone, so a wrong file
                 cannot silently leave the backbone at its random initialization.
         """
+        if '://' not in checkpoint and not os.path.isfile(checkpoint):
+            raise FileNotFoundError(
+                f'LRFormer init_cfg checkpoint {checkpoint!r} does not exist: download the '
+                'ImageNet-pretrained LRFormer weights and set init_cfg.checkpoint to their '
+                'path, or set init_cfg=None to train from scratch')
         ckpt = CheckpointLoader.load_checkpoint(checkpoint, map_location=map_location)
         state_dict = self.official_state_dict(ckpt)
         own_keys = set(self.state_dict())

@@ -1,0 +1,10 @@
+# LRFormer-B on COCO-Stuff 164k, 512x512 crops, 80k iterations (see lrformer-t_coco-stuff164k.py).
+_base_ = './lrformer-t_coco-stuff164k.py'
+custom_imports = dict(imports=['mmseg_segman'], allow_failed_imports=False)
+checkpoint = 'pretrained/lrformer_base.pth'  # ImageNet-1k LRFormer-B, see the T config
+model = dict(
+    backbone=dict(
+        arch='b',
+        drop_path_rate=0.4,
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint)),
+    decode_head=dict(in_channels=[160, 400, 512], channels=512))

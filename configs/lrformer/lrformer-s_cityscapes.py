@@ -1,0 +1,10 @@
+# LRFormer-S on Cityscapes, 1024x1024 crops, 160k iterations (see lrformer-t_cityscapes.py).
+_base_ = './lrformer-t_cityscapes.py'
+custom_imports = dict(imports=['mmseg_segman'], allow_failed_imports=False)
+checkpoint = 'pretrained/lrformer_small.pth'  # ImageNet-1k LRFormer-S, see the T config
+model = dict(
+    backbone=dict(
+        arch='s',
+        drop_path_rate=0.2,
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint)),
+    decode_head=dict(in_channels=[128, 320, 512], channels=384))
