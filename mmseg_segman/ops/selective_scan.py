@@ -175,14 +175,18 @@ def _scan_within_chunks(a, b, x, prod, decaying):
     its last entry bounds the whole chunk.
     """
     torch.cumprod(a, -1, out=prod)
-    torch.div(b, prod, out=x)
-    x.cumsum_(-1)
-    x.mul_(prod)
     if decaying:
         bad = ~(prod[..., -1] >= _PROD_MIN)
     else:
         lo, hi = prod.aminmax(dim=-1)
         bad = ~((lo >= _PROD_MIN) & (hi <= _PROD_MAX))
+    if bad.any():
+        # Products below 2**-100 only scale contributions that are 2**-77 below float32
+        # resolution; zero them so that no later pass computes with (very slow) subnormals.
+        prod.masked_fill_(prod < _PROD_MIN, 0.0)
+    torch.div(b, prod, out=x)
+    x.cumsum_(-1)
+    x.mul_(prod)
     bad |= ~torch.isfinite(x[..., -1])
     if bad.any():
         x[bad] = _scan_steps(a[bad], b[bad])
@@ -197,7 +201,7 @@ def linear_scan(a, b, chunk=None, decaying=False):
     handled: chunks whose products leave the float range are solved step by step.
 
     Args:
-        a (Tensor): (rows, l) coefficients, > 0 (decays exp(dt * A)).
+        a (Tensor): (rows, l) coefficients >= 0 (decays exp(dt * A)).
         b (Tensor): (rows, l) inputs; may be a strided view with unit last stride.
         chunk (int, optional): chunk length; defaults to the module's ``SCAN_CHUNK``.
         decaying (bool): promise that all a <= 1 (skips one reduction).
@@ -231,18 +235,18 @@ def linear_scan(a, b, chunk=None, decaying=False):
     return x
 
 
-def _reverse_linear_scan(a, g, decaying):
-    """Solve lam_t = g_t + a_{t+1} * lam_{t+1} (lam_{l-1} = g_{l-1}): the adjoint of linear_scan.
+def _reverse_decayed_scan(a, g, decaying):
+    """rho_t = a_t * (g_t + rho_{t+1}) (rho_l = 0): the adjoint of linear_scan, times ``a``.
 
-    In reversed time, lam'_r = lam_{l-1-r}, this is the forward recurrence
-    lam'_r = a_{l-r} * lam'_{r-1} + g'_r, so the coefficients are ``a`` in the order
-    0, l-1, l-2, ..., 1. Position 0 then holds a_0, which multiplies lam'_{-1} = 0 and cancels in
-    the chunk's closed form: any value there gives the same result.
+    The adjoint lam_t = g_t + a_{t+1} * lam_{t+1} is ``g_t + rho_{t+1}``; rho itself satisfies a
+    recurrence with coefficient a_t at the same step, so it is linear_scan of the time-reversed
+    inputs (a, a * g) without any shift. Returns a new (rows, l) tensor.
     """
-    length = g.shape[1]
-    order = torch.arange(0, -length, -1, device=g.device).remainder_(length)
-    lam_rev = linear_scan(a.index_select(1, order), g.flip(-1), decaying=decaying)
-    return lam_rev.flip(-1)
+    a_rev = a.flip(-1)
+    inp_rev = g.flip(-1).mul_(a_rev)
+    rho_rev = linear_scan(a_rev, inp_rev, decaying=decaying)
+    del a_rev, inp_rev
+    return rho_rev.flip(-1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,16 +263,19 @@ def _softplus(s):
     return s.clamp_max_(_SOFTPLUS_LINEAR).exp_().log1p_().add_(excess)
 
 
-def _sum_to(t, shape):
-    """Sum a broadcast product back to an operand's shape (the reverse of broadcasting)."""
-    return t.sum_to_size(shape) if tuple(t.shape) != tuple(shape) else t
+def _reduce_to(t, shape):
+    """Sum a broadcast product back to an operand's ``shape``; always a new tensor."""
+    dims = [i for i, (m, k) in enumerate(zip(shape, t.shape)) if m == 1 and k != 1]
+    return t.sum(dims, keepdim=True) if dims else t.clone()
 
 
 class _SelectiveScanChunked(torch.autograd.Function):
     """Forward with linear_scan, backward with its adjoint (the same scan in reverse).
 
     Saves the states x, the decays exp(dt * A) (both (b, d, n, l)) and dt (b, d, l) for the
-    backward, so the backward needs no transcendental except one sigmoid.
+    backward, so that the backward needs no transcendental except one sigmoid. Large
+    temporaries are reused in place where possible: on CPU every fresh multi-megabyte
+    buffer costs page faults that take longer than the arithmetic on it.
     """
 
     @staticmethod
@@ -287,13 +294,20 @@ class _SelectiveScanChunked(torch.autograd.Function):
         Bv, gB = _bc_view(B.to(ct), d)
         Cv, gC = _bc_view(C.to(ct), d)
         decay = torch.mul(dt.unsqueeze(2), Ac[:, :, None]).exp_()  # (b, d, n, l)
-        inp = torch.mul(_grouped((dt * uc).unsqueeze(2), gB), Bv).view(bsz, d, n, length)
+        dtu = torch.mul(dt, uc).unsqueeze(2)  # (b, d, 1, l)
+        if n == 1:
+            inp = dtu
+            _grouped(inp, gB).mul_(Bv)
+        else:
+            inp = torch.mul(_grouped(dtu, gB), Bv).view(bsz, d, n, length)
         decaying = delta_softplus and bool((Ac <= 0).all())
         x = linear_scan(decay.view(-1, length), inp.view(-1, length),
                         decaying=decaying).view(bsz, d, n, length)
+        if n == 1:  # y = x * C, written over the no longer needed input
+            y = torch.mul(_grouped(x, gC), Cv, out=_grouped(inp, gC)).view(bsz, d, length)
+        else:
+            y = torch.mul(_grouped(x, gC), Cv).view(bsz, d, n, length).sum(2)
         del inp
-        xC = torch.mul(_grouped(x, gC), Cv).view(bsz, d, n, length)
-        y = xC.squeeze(2) if n == 1 else xC.sum(2)
         if D is not None:
             y.addcmul_(uc, D.to(ct)[:, None])
         out = y if z is None else y * F.silu(z.to(ct))
@@ -327,41 +341,45 @@ class _SelectiveScanChunked(torch.autograd.Function):
                 dz = (g * y * sig_z * (1 + zc * (1 - sig_z))).to(z.dtype)
             g = g * zc * sig_z
         dD = None if D is None or not need[5] else torch.einsum('bdl,bdl->d', g, uc).to(D.dtype)
+        g5 = _grouped(g, gC)[:, :, :, None]  # (b, g, d/g, 1, l)
+        work = torch.empty_like(x)
+        work5 = _grouped(work, gC)
         dC = None
         if need[4]:
-            dC = _sum_to(_grouped(x, gC) * _grouped(g, gC)[:, :, :, None], Cv.shape)
+            dC = _reduce_to(torch.mul(_grouped(x, gC), g5, out=work5), Cv.shape)
             dC = dC.view(C.shape).to(C.dtype)
-        gx = torch.mul(_grouped(g, gC)[:, :, :, None], Cv).view(bsz, d, n, length)
+        torch.mul(g5, Cv, out=work5)  # gradient reaching the states directly
         if dlast is not None:
-            gx[..., -1] += dlast.to(ct)
-        lam = _reverse_linear_scan(decay.view(-1, length), gx.view(-1, length),
-                                   ctx.decaying).view(bsz, d, n, length)
-        del gx
-        # x_t depends on dt_t through the input dt*B*u and the decay exp(dt*A).
-        lam_B = torch.mul(_grouped(lam, gB), Bv).view(bsz, d, n, length)
-        lam_B = lam_B.squeeze(2) if n == 1 else lam_B.sum(2)
+            work[..., -1] += dlast.to(ct)
+        rho = _reverse_decayed_scan(decay.view(-1, length), work.view(-1, length),
+                                    ctx.decaying).view(bsz, d, n, length)
+        lam = work  # lam_t = g_t C_t + rho_{t+1}: total gradient of x_t
+        lam[..., :-1] += rho[..., 1:]
+        # gradient of log(decay_t) = dt_t * A: lam_t * decay_t * x_{t-1} = rho_t * x_{t-1}
+        w = rho[..., 1:].mul_(x[..., :-1])  # (b, d, n, l-1)
+        dA = None if not need[2] else torch.einsum('bdnl,bdl->dn', w, dt[..., 1:]).to(A.dtype)
+        # x_t depends on dt_t through the input dt * B * u and through the decay.
+        dB = None
+        if need[3]:
+            dtu5 = _grouped(torch.mul(dt, uc).unsqueeze(2), gB)
+            prod = dtu5.mul_(_grouped(lam, gB)) if n == 1 else dtu5 * _grouped(lam, gB)
+            dB = _reduce_to(prod, Bv.shape).view(B.shape).to(B.dtype)
+        if n == 1:
+            lam_B = _grouped(lam, gB).mul_(Bv).view(bsz, d, length)
+        else:
+            lam_B = torch.mul(_grouped(lam, gB), Bv).view(bsz, d, n, length).sum(2)
         du = lam_B * dt
         if D is not None:
             du.addcmul_(g, D.to(ct)[:, None])
         ddt = lam_B.mul_(uc)
-        dB = None
-        if need[3]:
-            dtu = _grouped((dt * uc).unsqueeze(2), gB)
-            dB = _sum_to(_grouped(lam, gB) * dtu, Bv.shape).view(B.shape).to(B.dtype)
-        # d x_t / d log(decay_t) = decay_t * x_{t-1}
-        w = lam[..., 1:].mul_(x[..., :-1]).mul_(decay[..., 1:])  # (b, d, n, l-1), lam is done
-        dA = None
-        if need[2]:
-            dA = torch.einsum('bdnl,bdl->dn', w, dt[..., 1:]).to(A.dtype)
         if n == 1:
             ddt[..., 1:].addcmul_(w.squeeze(2), Ac)
         else:
             ddt[..., 1:] += torch.einsum('bdnl,dn->bdl', w, Ac)
         if ctx.delta_softplus:
-            s = delta.to(ct)
-            if delta_bias is not None:
-                s = s + delta_bias.to(ct)[:, None]
-            ddt.mul_(torch.sigmoid(s))
+            s = delta.to(ct, copy=True) if delta_bias is None else (
+                delta.to(ct) + delta_bias.to(ct)[:, None])
+            ddt.mul_(s.sigmoid_())
         ddelta_bias = None
         if delta_bias is not None and need[7]:
             ddelta_bias = ddt.sum((0, 2)).to(delta_bias.dtype)
