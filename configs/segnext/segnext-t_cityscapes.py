@@ -1,11 +1,13 @@
-# SegNeXt-T on Cityscapes, 1024x1024 crops, 160k iterations: the official recipe
-# (8 GPUs x 4 images, SyncBN, AdamW 6e-5, poly decay, evaluation every 8k iterations).
+# SegNeXt-T on Cityscapes, 1024x1024 crops, 160k iters, official recipe
+# (8 GPUs x 4 images, SyncBN, AdamW 6e-5, poly decay, eval every 8k iters).
 _base_ = [
-    '../_base_/models/segnext.py', '../_base_/datasets/cityscapes_1024x1024.py',
-    '../_base_/default_runtime.py', '../_base_/schedules/schedule_160k.py'
+    '../_base_/models/segnext.py',
+    '../_base_/datasets/cityscapes_1024x1024.py',
+    '../_base_/default_runtime.py',
+    '../_base_/schedules/schedule_160k.py',
 ]
 custom_imports = dict(imports=['mmseg_segman'], allow_failed_imports=False)
-# ImageNet MSCAN-T in MMSeg's key format (the official files load as well).
+# ImageNet MSCAN-T, MMSeg key format (official files load as well).
 checkpoint = 'https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/segnext/mscan_t_20230227-119e8c9f.pth'  # noqa
 crop_size = (1024, 1024)
 data_preprocessor = dict(size=crop_size)

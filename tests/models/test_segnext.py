@@ -36,7 +36,9 @@ UPSTREAM_ARCH = dict(
     embed_dims=[8, 16, 32, 64], depths=[3, 4, 6, 3], mlp_ratios=[4, 4, 4, 4])
 # reduced MSCAN-T for fast checks (two blocks per stage keep every code path)
 SMALL_ARCH = dict(
-    embed_dims=[32, 64, 160, 256], depths=[1, 2, 2, 1], mlp_ratios=[8, 8, 4, 4])
+    embed_dims=[32, 64, 160, 256],
+    depths=[1, 2, 2, 1],
+    mlp_ratios=[8, 8, 4, 4])
 
 
 @pytest.fixture(scope='module', autouse=True)
@@ -76,9 +78,10 @@ def max_abs(a, b):
     return (a - b).abs().max().item()
 
 
-def build_pair(embed_dims=(32, 64, 160, 256),
-               depths=(1, 2, 2, 1),
-               mlp_ratios=(8, 8, 4, 4)):
+def build_pair(
+        embed_dims=(32, 64, 160, 256),
+        depths=(1, 2, 2, 1),
+        mlp_ratios=(8, 8, 4, 4)):
     """MMSeg's MSCAN and ours with the same arch and the same weights."""
     ref = MSCAN(
         embed_dims=list(embed_dims),
@@ -149,8 +152,7 @@ def test_backbone_init_matches_official_scheme():
     """Same seed -> the same initial weights as MMSeg's MSCAN (the official
     rule), so the construction and init order are the same."""
     torch.manual_seed(3)
-    ref = MSCAN(
-        embed_dims=[8, 16, 32, 64], depths=[1, 2, 1, 1], norm_cfg=BN)
+    ref = MSCAN(embed_dims=[8, 16, 32, 64], depths=[1, 2, 1, 1], norm_cfg=BN)
     ref.init_weights()
     torch.manual_seed(3)
     ours = SegNeXtMSCAN(
@@ -230,8 +232,7 @@ def test_backbone_loads_official_and_mmseg_keys(tmp_path):
             assert torch.equal(value, mmseg_state[key]), (fmt, key)
         # mmengine's loader in strict mode: no missing / unexpected key
         load_checkpoint(
-            SegNeXtMSCAN(arch=SMALL_ARCH, norm_cfg=BN), str(path),
-            strict=True)
+            SegNeXtMSCAN(arch=SMALL_ARCH, norm_cfg=BN), str(path), strict=True)
 
 
 def test_segmentor_loads_official_and_mmseg_checkpoints(tmp_path):
@@ -253,8 +254,8 @@ def test_segmentor_loads_official_and_mmseg_checkpoints(tmp_path):
             **common))
     perturb_(ref)
     mmseg_state = ref.state_dict()
-    for fmt, state in (('mmseg', mmseg_state),
-                       ('official', official_keys(mmseg_state))):
+    formats = dict(mmseg=mmseg_state, official=official_keys(mmseg_state))
+    for fmt, state in formats.items():
         path = tmp_path / f'segnext_{fmt}.pth'
         torch.save({'state_dict': state, 'meta': {}}, path)
         model = MODELS.build(
@@ -306,7 +307,8 @@ def test_head_deterministic_eval_uses_fixed_bases(monkeypatch):
     assert fixed.shape == (1, 64, 16)
     assert torch.allclose(fixed.norm(dim=1), torch.ones(1, 16))
     monkeypatch.setattr(
-        MMSegNMF2D, '_build_bases',
+        MMSegNMF2D,
+        '_build_bases',
         lambda self, B, S, D, R, device=None: fixed.repeat(B, 1, 1))
     feats = fake_features()
     with torch.no_grad():
@@ -340,8 +342,7 @@ def test_fixed_bases_are_not_in_checkpoints_unless_rand_init_false():
     ours = SegNeXtHamHead(**head_kwargs(rand_init=False)).eval()
     ours.load_state_dict(ref.state_dict(), strict=True)
     ours.train()  # the stored bases are used in training too
-    assert torch.equal(ours.hamburger.ham.bases,
-                       ref.hamburger.ham.bases)
+    assert torch.equal(ours.hamburger.ham.bases, ref.hamburger.ham.bases)
     ours.eval()
     with torch.no_grad():
         assert max_abs(ours(feats), expected) <= 1e-5
@@ -399,8 +400,8 @@ def test_ham_kwargs_official_and_mmseg_spellings_agree():
     nmf.train()
     assert nmf(x).shape == x.shape
     # official keys without effect on NMF are accepted when consistent
-    assert parse_ham_kwargs(dict(SPATIAL=True, MD_D=32, MD_S=2), 64) == dict(
-        num_groups=2)
+    assert parse_ham_kwargs(dict(SPATIAL=True, MD_D=32, MD_S=2),
+                            64) == dict(num_groups=2)
 
 
 def test_ham_kwargs_errors_name_the_key():
@@ -448,7 +449,8 @@ def test_nmf_runs_in_float32_under_autocast():
 def _tiny_segmentor(num_classes=5):
     # few channels: CPU bfloat16 depthwise convs loop over channel groups
     arch = dict(
-        embed_dims=[8, 16, 16, 32], depths=[1, 1, 1, 1],
+        embed_dims=[8, 16, 16, 32],
+        depths=[1, 1, 1, 1],
         mlp_ratios=[2, 2, 2, 2])
     head = dict(
         head_kwargs(),
@@ -475,8 +477,8 @@ def test_training_under_bf16_autocast_is_finite_and_learns():
     for i in range(2):
         sample = SegDataSample()
         sample.gt_sem_seg = PixelData(
-            data=torch.randint(0, 5, (1, 32, 32), generator=torch.Generator(
-            ).manual_seed(i)))
+            data=torch.randint(
+                0, 5, (1, 32, 32), generator=torch.Generator().manual_seed(i)))
         samples.append(sample)
     optim = torch.optim.AdamW(model.parameters(), lr=1e-3)
     losses = []

@@ -1,7 +1,7 @@
-# SegNeXt (MSCAN encoder + light Hamburger head), MSCAN-T settings. Variant configs in
-# configs/segnext/ override arch, drop_path_rate, in_channels, channels/ham_channels and
-# ham_kwargs. SyncBN as in the official code; MMEngine's Runner turns it into BN when
-# training is not distributed.
+# SegNeXt (MSCAN encoder + light Hamburger head), MSCAN-T settings. Variant
+# configs in configs/segnext/ override arch, drop_path_rate, in_channels,
+# channels / ham_channels and ham_kwargs. SyncBN as in the official code;
+# MMEngine's Runner turns it into BN when training is not distributed.
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 ham_norm_cfg = dict(type='GN', num_groups=32, requires_grad=True)
 data_preprocessor = dict(
@@ -27,8 +27,8 @@ model = dict(
         in_index=[1, 2, 3],
         channels=256,
         ham_channels=256,
-        # rank of the NMF (MD_R): 16 for T/S, 64 for B/L. Evaluation uses fixed NMF
-        # bases (deterministic_eval=True); see docs/segnext.md.
+        # NMF rank MD_R: 16 for T/S, 64 for B/L. Evaluation uses fixed NMF
+        # bases (deterministic_eval=True by default); see docs/segnext.md.
         ham_kwargs=dict(MD_R=16),
         dropout_ratio=0.1,
         num_classes=150,

@@ -68,16 +68,14 @@ class MultiScaleConvAttention(BaseModule):
             padding=paddings[0],
             groups=channels)
         self.num_branches = len(kernel_sizes) - 1
-        for i, (kernel, pad) in enumerate(zip(kernel_sizes[1:],
-                                              paddings[1:])):
+        for i, (kernel, pad) in enumerate(zip(kernel_sizes[1:], paddings[1:])):
             kernel, pad = tuple(kernel), tuple(pad)
             # Names conv{i}_1 / conv{i}_2 are the checkpoint keys of both the
             # official code and MMSeg.
             self.add_module(
                 f'conv{i}_1',
                 nn.Conv2d(
-                    channels, channels, kernel, padding=pad,
-                    groups=channels))
+                    channels, channels, kernel, padding=pad, groups=channels))
             self.add_module(
                 f'conv{i}_2',
                 nn.Conv2d(
@@ -213,17 +211,16 @@ class MSCABlock(BaseModule):
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         self.norm1 = build_norm_layer(norm_cfg, channels)[1]
-        self.attn = SpatialAttention(channels, kernel_sizes, paddings,
-                                     act_cfg)
+        self.attn = SpatialAttention(channels, kernel_sizes, paddings, act_cfg)
         self.norm2 = build_norm_layer(norm_cfg, channels)[1]
         self.mlp = ConvMlp(
             channels, int(channels * mlp_ratio), act_cfg=act_cfg, drop=drop)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else \
             nn.Identity()
         self.layer_scale_1 = nn.Parameter(
-            layer_scale_init * torch.ones(channels))
+            torch.full((channels, ), layer_scale_init))
         self.layer_scale_2 = nn.Parameter(
-            layer_scale_init * torch.ones(channels))
+            torch.full((channels, ), layer_scale_init))
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.drop_path(
@@ -231,7 +228,6 @@ class MSCABlock(BaseModule):
         x = x + self.drop_path(
             self.layer_scale_2[:, None, None] * self.mlp(self.norm2(x)))
         return x
-
 
 
 class ConvStem(BaseModule):
@@ -261,8 +257,7 @@ class ConvStem(BaseModule):
             nn.Conv2d(in_channels, out_channels // 2, 3, stride=2, padding=1),
             build_norm_layer(norm_cfg, out_channels // 2)[1],
             build_activation_layer(act_cfg),
-            nn.Conv2d(
-                out_channels // 2, out_channels, 3, stride=2, padding=1),
+            nn.Conv2d(out_channels // 2, out_channels, 3, stride=2, padding=1),
             build_norm_layer(norm_cfg, out_channels)[1],
         )
 
@@ -337,24 +332,18 @@ class SegNeXtMSCAN(BaseModule):
         later size the ceiling of half the previous one.
     """
 
+    # yapf: disable
     arch_settings = {
-        't': dict(
-            embed_dims=[32, 64, 160, 256],
-            depths=[3, 3, 5, 2],
-            mlp_ratios=[8, 8, 4, 4]),
-        's': dict(
-            embed_dims=[64, 128, 320, 512],
-            depths=[2, 2, 4, 2],
-            mlp_ratios=[8, 8, 4, 4]),
-        'b': dict(
-            embed_dims=[64, 128, 320, 512],
-            depths=[3, 3, 12, 3],
-            mlp_ratios=[8, 8, 4, 4]),
-        'l': dict(
-            embed_dims=[64, 128, 320, 512],
-            depths=[3, 5, 27, 3],
-            mlp_ratios=[8, 8, 4, 4]),
+        't': dict(embed_dims=[32, 64, 160, 256], depths=[3, 3, 5, 2],
+                  mlp_ratios=[8, 8, 4, 4]),
+        's': dict(embed_dims=[64, 128, 320, 512], depths=[2, 2, 4, 2],
+                  mlp_ratios=[8, 8, 4, 4]),
+        'b': dict(embed_dims=[64, 128, 320, 512], depths=[3, 3, 12, 3],
+                  mlp_ratios=[8, 8, 4, 4]),
+        'l': dict(embed_dims=[64, 128, 320, 512], depths=[3, 5, 27, 3],
+                  mlp_ratios=[8, 8, 4, 4]),
     }
+    # yapf: enable
 
     def __init__(self,
                  arch='t',

@@ -118,10 +118,10 @@ class NMF2D(nn.Module):
                  deterministic_eval=True,
                  seed=0):
         super().__init__()
-        for name, value, minimum in (('rank', rank, 1),
-                                     ('num_groups', num_groups, 1),
-                                     ('train_steps', train_steps, 0),
-                                     ('eval_steps', eval_steps, 0)):
+        checks = [('rank', rank, 1), ('num_groups', num_groups, 1),
+                  ('train_steps', train_steps, 0),
+                  ('eval_steps', eval_steps, 0)]
+        for name, value, minimum in checks:
             if not isinstance(value, int) or value < minimum:
                 raise ValueError(f'{name} must be an integer >= {minimum}, '
                                  f'got {value!r}')
@@ -290,9 +290,8 @@ class SegNeXtHamHead(BaseDecodeHead):
     def __init__(self, ham_channels=512, ham_kwargs=dict(), **kwargs):
         if kwargs.setdefault('input_transform',
                              'multiple_select') != 'multiple_select':
-            raise ValueError(
-                f"input_transform must be 'multiple_select', got "
-                f"{kwargs['input_transform']!r}")
+            raise ValueError(f"input_transform must be 'multiple_select', got "
+                             f"{kwargs['input_transform']!r}")
         super().__init__(**kwargs)
         self.ham_channels = ham_channels
         self.squeeze = ConvModule(
