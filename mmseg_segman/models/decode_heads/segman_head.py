@@ -89,6 +89,13 @@ class SegMANDecoder(BaseDecodeHead):
         **kwargs: Other :class:`BaseDecodeHead` arguments (``num_classes``, ``norm_cfg``,
             ``align_corners``, ``dropout_ratio``, ``loss_decode``, ...). ``norm_cfg`` and
             ``act_cfg`` apply to every ConvModule (official: SyncBN and ReLU).
+            ``align_corners`` applies to every bilinear resize (the official head hard-codes
+            False for c3/c4 and uses it elsewhere; its configs set False, where both agree).
+
+    Note:
+        As in the official head (and MMSeg's ASPP head), the global-pool branch applies BN to
+        a 1x1 map, so training needs more than one image per BN: batch >= 2 per GPU, or SyncBN
+        across GPUs.
 
     Shape:
         Input: list of (B, in_channels[i], H/2^(i+2), W/2^(i+2)).
