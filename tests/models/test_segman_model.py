@@ -14,6 +14,7 @@ from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 from mmseg.utils import register_all_modules
+from torch.nn.modules.batchnorm import _BatchNorm
 
 REPO = next(p for p in Path(__file__).resolve().parents if (p / 'mmseg_segman').is_dir())
 CONFIGS = REPO / 'configs' / 'segman'
@@ -112,6 +113,11 @@ def test_segman_t_config_reproduces_the_official_outputs():
     model = MODELS.build(_model_cfg('segman-t_ade20k.py')).eval()
     model.load_state_dict(golden['state_dict'], strict=True)
     assert sum(p.numel() for p in model.parameters()) == 6397260
+    # The outputs cannot tell eps 1e-5 from 1e-6 (golden README): official LayerNorms use 1e-6,
+    # every BN the PyTorch default 1e-5.
+    norms = [m for m in model.modules() if isinstance(m, (torch.nn.LayerNorm, _BatchNorm))]
+    assert norms and all(
+        m.eps == (1e-6 if isinstance(m, torch.nn.LayerNorm) else 1e-5) for m in norms)
     with torch.no_grad():
         for x, feats_ref, logits_ref in zip(golden['inputs'], golden['features'],
                                             golden['logits']):
