@@ -10,6 +10,7 @@ Module and parameter names follow the official implementation (yuhuan-wu/LRForme
 so its released checkpoints load unchanged. The blocks are shared with
 :class:`~mmseg_segman.models.decode_heads.LRHead`.
 """
+import logging
 import os
 from collections import OrderedDict
 from typing import List, Optional, Sequence, Tuple, Union
@@ -501,20 +502,20 @@ class LRFormer(BaseModule):
 
     def init_weights(self):
         """Official initialization (truncated normal for Linear layers, PyTorch defaults
-        otherwise), or load an official checkpoint given as ``init_cfg=dict(type='Pretrained',
-        checkpoint=...)``."""
-        if self.init_cfg is None:
-            for m in self.modules():
-                if isinstance(m, nn.Linear):
-                    trunc_normal_init(m, std=.02, bias=0.)
-                elif isinstance(m, nn.LayerNorm):
-                    nn.init.ones_(m.weight)
-                    nn.init.zeros_(m.bias)
-            self._is_init = True
-        elif self.init_cfg.get('type') == 'Pretrained':
-            self.load_pretrained(self.init_cfg['checkpoint'])
-        else:
+        otherwise), then, given ``init_cfg=dict(type='Pretrained', checkpoint=...)``, the
+        weights of an official checkpoint (keys it lacks keep the official initialization)."""
+        if self.init_cfg is not None and self.init_cfg.get('type') != 'Pretrained':
             super().init_weights()
+            return
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_init(m, std=.02, bias=0.)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if self.init_cfg is not None:
+            self.load_pretrained(self.init_cfg['checkpoint'])
+        self._is_init = True
 
     def load_pretrained(self, checkpoint: str, map_location: str = 'cpu') -> None:
         """Load backbone weights from an official LRFormer checkpoint (ImageNet or
@@ -539,11 +540,10 @@ class LRFormer(BaseModule):
         result = self.load_state_dict(state_dict, strict=False)
         if result.missing_keys:
             print_log(f'LRFormer: keys missing from {checkpoint}: {result.missing_keys}',
-                      logger='current', level=30)
+                      logger='current', level=logging.WARNING)
         if result.unexpected_keys:
             print_log(f'LRFormer: ignored keys of {checkpoint}: {result.unexpected_keys}',
                       logger='current')
-        self._is_init = True
 
     @staticmethod
     def official_state_dict(ckpt: dict) -> 'OrderedDict[str, torch.Tensor]':
