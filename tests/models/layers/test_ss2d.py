@@ -27,16 +27,21 @@ def _scan_float64(u, dt, A, B, C, D):
     return torch.stack(ys, -1)
 
 
-def _ss2d_float64(m, x):
+def _float64_params(m):
+    """The module's parameters as float64 leaves (for reference gradients)."""
+    return {n: p.detach().double().requires_grad_() for n, p in m.named_parameters()}
+
+
+def _ss2d_float64(m, x, params=None):
     """SS2D written from its definition, one direction at a time, all in float64."""
+    params = params or _float64_params(m)
     x = x.double()
     b, c, h, w = x.shape
     k, r, n = 4, m.dt_rank, m.d_state
-    x_proj = m.x_proj_weight.detach().double().view(k, r + 2 * n, c)
-    dt_w = m.dt_projs_weight.detach().double()
-    dt_b = m.dt_projs_bias.detach().double()
-    A = -torch.exp(m.A_logs.detach().double()).view(k, c, n)
-    D = m.Ds.detach().double().view(k, c)
+    x_proj = params['x_proj_weight'].view(k, r + 2 * n, c)
+    dt_w, dt_b = params['dt_projs_weight'], params['dt_projs_bias']
+    A = -torch.exp(params['A_logs']).view(k, c, n)
+    D = params['Ds'].view(k, c)
     flat = x.flatten(2)
     out = torch.zeros_like(flat)
     for i, order in enumerate(_direction_orders(h, w)):
@@ -44,7 +49,7 @@ def _ss2d_float64(m, x):
         proj = torch.einsum('oc,bcl->bol', x_proj[i], seq)
         dt = F.softplus(torch.einsum('cr,brl->bcl', dt_w[i], proj[:, :r]) + dt_b[i, :, None])
         y = _scan_float64(seq, dt, A[i], proj[:, r:r + n], proj[:, r + n:], D[i])
-        out[:, :, order] += y  # back to grid positions, summed over directions
+        out = out.index_add(2, order, y)  # back to grid positions, summed over directions
     return out.view(b, c, h, w)
 
 
@@ -101,6 +106,21 @@ def test_matches_float64_reference(d_state, hw):
     ref = _ss2d_float64(m, x)
     assert out.shape == x.shape and out.dtype == torch.float32
     assert (out.double() - ref).abs().max() <= 1e-5 * ref.abs().max()
+
+
+def test_gradients_match_float64_reference():
+    torch.manual_seed(4)
+    m = _perturbed(SS2D(d_model=12, d_state=2), seed=4)
+    x = torch.randn(2, 12, 4, 5)
+    weight = torch.randn(2, 12, 4, 5)  # a generic linear functional of the output
+    x32 = x.clone().requires_grad_()
+    (m(x32) * weight).sum().backward()
+    params = _float64_params(m)
+    x64 = x.double().requires_grad_()
+    (_ss2d_float64(m, x64, params) * weight.double()).sum().backward()
+    pairs = [(x32.grad, x64.grad)] + [(p.grad, params[n].grad) for n, p in m.named_parameters()]
+    for got, ref in pairs:
+        assert (got.double() - ref).abs().max() <= 1e-5 * ref.abs().max()
 
 
 def test_every_direction_contributes():
