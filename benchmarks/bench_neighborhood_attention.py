@@ -1,0 +1,127 @@
+"""Speed and peak memory of 2-D neighborhood attention, split form, forward + backward.
+
+Compares ``mmseg_segman.ops`` (tiled halo formulation) with a brute-force gather formulation
+that materialises every query's k x k keys and values and lets autograd save them. Default
+shape: SegMAN-T stage 1 (batch 1, 1 head, head dim 32, 128 x 128, kernel 11, with rpb).
+
+Each measurement runs in a fresh subprocess: the extra peak memory is the growth of the
+process's max RSS over the first forward + backward call (inputs already allocated), and
+the time is the median over repeated calls in that process. Variants alternate so that
+background load hits them alike. Usage::
+
+    python benchmarks/bench_neighborhood_attention.py [--size 128] [--rounds 3] [--tiles 8]
+"""
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
+
+
+def gather_neighborhoods(x, kernel_size):
+    """(B, h, H, W, D) -> (B, h, H, W, k*k, D) by indexing (dilation 1, NATTEN borders)."""
+    from mmseg_segman.ops.neighborhood_attention import _window_start
+    B, h, H, W, D = x.shape
+    offsets = torch.arange(kernel_size)
+    rows = _window_start(H, kernel_size, x.device)[:, None] + offsets
+    cols = _window_start(W, kernel_size, x.device)[:, None] + offsets
+    x = x[:, :, rows][:, :, :, :, cols]  # B h H k W k D
+    return x.permute(0, 1, 2, 4, 3, 5, 6).reshape(B, h, H, W, kernel_size * kernel_size, D)
+
+
+def gather_qk(q, k, kernel_size, rpb):
+    from mmseg_segman.ops.neighborhood_attention import _bias_table
+    attn = torch.einsum('bhxyd,bhxynd->bhxyn', q, gather_neighborhoods(k, kernel_size))
+    return attn + _bias_table(rpb, q.shape[2], q.shape[3], kernel_size, 1)
+
+
+def gather_av(attn, v, kernel_size):
+    return torch.einsum('bhxyn,bhxynd->bhxyd', attn, gather_neighborhoods(v, kernel_size))
+
+
+def maxrss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def run_variant(variant, size, dim, kernel_size, repeats, tile):
+    """Body of one subprocess; prints a JSON line with the peak growth and the timings."""
+    from mmseg_segman.ops import neighborhood_attention as na
+    if tile:
+        na._TILE = tile
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 1, size, size, dim, requires_grad=True) for _ in range(3))
+    rpb = torch.randn(1, 2 * kernel_size - 1, 2 * kernel_size - 1, requires_grad=True)
+    grad = torch.randn(1, 1, size, size, dim)
+    if variant == 'gather':
+        qk, av = (lambda a, b: gather_qk(a, b, kernel_size, rpb)), (
+            lambda a, b: gather_av(a, b, kernel_size))
+    else:
+        qk, av = (lambda a, b: na.na2d_qk(a, b, kernel_size, rpb=rpb)), (
+            lambda a, b: na.na2d_av(a, b, kernel_size))
+
+    def step():
+        attn = qk(q * dim**-0.5, k).softmax(dim=-1)
+        av(attn, v).backward(grad)
+
+    before = maxrss_mb()
+    step()
+    extra = maxrss_mb() - before
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    print(json.dumps({'extra_mb': extra, 'times': times}))
+
+
+def measure(variant, args, tile=None):
+    cmd = [sys.executable, __file__, '--child', variant, '--size', str(args.size), '--dim',
+           str(args.dim), '--kernel', str(args.kernel), '--repeats', str(args.repeats)]
+    if tile:
+        cmd += ['--tiles', str(tile)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=os.environ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--size', type=int, default=128)
+    parser.add_argument('--dim', type=int, default=32)
+    parser.add_argument('--kernel', type=int, default=11)
+    parser.add_argument('--repeats', type=int, default=5, help='timed calls per subprocess')
+    parser.add_argument('--rounds', type=int, default=3, help='subprocesses per variant')
+    parser.add_argument('--tiles', type=int, nargs='+', default=[8], help='tile edges to try')
+    parser.add_argument('--child', help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return run_variant(args.child, args.size, args.dim, args.kernel, args.repeats,
+                           args.tiles[0])
+
+    variants = [('gather', None)] + [(f'tiled T={t}', t) for t in args.tiles]
+    results = {name: {'extra_mb': [], 'times': []} for name, _ in variants}
+    for _ in range(args.rounds):
+        for name, tile in variants:
+            res = measure(name.split()[0], args, tile)
+            results[name]['extra_mb'].append(res['extra_mb'])
+            results[name]['times'].extend(res['times'])
+    print(f'torch {torch.__version__}, threads {torch.get_num_threads()}, '
+          f'shape 1x1x{args.size}x{args.size}x{args.dim}, kernel {args.kernel}, rpb, '
+          f'split form fwd+bwd, {args.rounds} subprocesses x {args.repeats} calls')
+    base = results['gather']
+    base_t, base_m = statistics.median(base['times']), statistics.median(base['extra_mb'])
+    print(f'{"variant":<12} {"median s":>9} {"time/gather":>12} {"extra MB":>9} {"mem/gather":>11}')
+    for name, res in results.items():
+        t, m = statistics.median(res['times']), statistics.median(res['extra_mb'])
+        print(f'{name:<12} {t:9.3f} {t / base_t:12.3f} {m:9.1f} {m / base_m:11.3f}')
+
+
+if __name__ == '__main__':
+    main()
