@@ -293,8 +293,12 @@ class _SelectiveScanChunked(torch.autograd.Function):
             dt = _softplus(dt)
         Bv, gB = _bc_view(B.to(ct), d)
         Cv, gC = _bc_view(C.to(ct), d)
-        decay = torch.mul(dt.unsqueeze(2), Ac[:, :, None]).exp_()  # (b, d, n, l)
         dtu = torch.mul(dt, uc).unsqueeze(2)  # (b, d, 1, l)
+        training = any(ctx.needs_input_grad[:8])
+        if n == 1 and not training:  # dt is not needed any more: overwrite it
+            decay = dt.unsqueeze(2).mul_(Ac[:, :, None]).exp_()
+        else:
+            decay = torch.mul(dt.unsqueeze(2), Ac[:, :, None]).exp_()  # (b, d, n, l)
         if n == 1:
             inp = dtu
             _grouped(inp, gB).mul_(Bv)
@@ -311,10 +315,11 @@ class _SelectiveScanChunked(torch.autograd.Function):
         if D is not None:
             y.addcmul_(uc, D.to(ct)[:, None])
         out = y if z is None else y * F.silu(z.to(ct))
-        ctx.delta_softplus = delta_softplus
-        ctx.decaying = decaying
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, dt, decay, x,
-                              y if z is not None else None)
+        if training:
+            ctx.delta_softplus = delta_softplus
+            ctx.decaying = decaying
+            ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, dt, decay, x,
+                                  y if z is not None else None)
         out = out.to(u.dtype)
         if return_last_state:
             return out, x[..., -1].clone()
