@@ -1,15 +1,17 @@
-# SegMAN-L on Cityscapes, 1024x1024 crops, 160k iterations, the official recipe:
-# total batch 8 = 4 GPUs x 2 images, as the official scripts;
-# with another GPU count, change train_dataloader.batch_size to keep that total. SyncBN,
-# AdamW 6e-5 with 10x head lr, 1500-iteration warm-up then poly decay, drop path 0.3.
+# SegMAN-L on Cityscapes, 1024x1024 crops, 160k iterations, the official
+# recipe: total batch 8 = 4 GPUs x 2 images, as the official scripts; with
+# another GPU count, change train_dataloader.batch_size to keep that total.
+# SyncBN, AdamW 6e-5 with 10x head lr, 1500-iteration warm-up then poly decay,
+# drop path 0.3.
 _base_ = [
     '../_base_/models/segman.py', '../_base_/datasets/cityscapes_1024x1024.py',
     '../_base_/default_runtime.py', '../_base_/schedules/schedule_160k.py'
 ]
 custom_imports = dict(imports=['mmseg_segman'], allow_failed_imports=False)
-# ImageNet-1k weights of the SegMAN-L encoder (SegMAN_Encoder_l.pth.tar, linked from the
-# official README). Nothing is downloaded at run time: put the file at this path or pass
-# --cfg-options model.backbone.init_cfg.checkpoint=/path/to/file.
+# ImageNet-1k weights of the SegMAN-L encoder (SegMAN_Encoder_l.pth.tar, linked
+# from the official README). Nothing is downloaded at run time: put the file at
+# this path or pass --cfg-options
+# model.backbone.init_cfg.checkpoint=/path/to/file.
 checkpoint = 'checkpoints/SegMAN_Encoder_l.pth.tar'
 crop_size = (1024, 1024)
 data_preprocessor = dict(size=crop_size)
@@ -27,7 +29,8 @@ model = dict(
         channels=224,
         feat_proj_dim=432,
         num_classes=19),
-    # Official: whole-image test for L, sliding 1024x1024 windows (stride 768) for T/S/B.
+    # Official: whole-image test for L, sliding 1024x1024 windows (stride 768)
+    # for T/S/B.
     test_cfg=dict(mode='whole'))
 train_dataloader = dict(batch_size=2)
 train_cfg = dict(val_interval=4000)

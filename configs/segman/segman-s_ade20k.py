@@ -1,15 +1,17 @@
 # SegMAN-S on ADE20K, 512x512 crops, 160k iterations, the official recipe:
-# total batch 16 = 4 GPUs x 4 images, as the official scripts;
-# with another GPU count, change train_dataloader.batch_size to keep that total. SyncBN,
-# AdamW 6e-5 with 10x head lr, 1500-iteration warm-up then poly decay, drop path 0.15.
+# total batch 16 = 4 GPUs x 4 images, as the official scripts; with another GPU
+# count, change train_dataloader.batch_size to keep that total. SyncBN, AdamW
+# 6e-5 with 10x head lr, 1500-iteration warm-up then poly decay, drop path
+# 0.15.
 _base_ = [
     '../_base_/models/segman.py', '../_base_/datasets/ade20k.py',
     '../_base_/default_runtime.py', '../_base_/schedules/schedule_160k.py'
 ]
 custom_imports = dict(imports=['mmseg_segman'], allow_failed_imports=False)
-# ImageNet-1k weights of the SegMAN-S encoder (SegMAN_Encoder_s.pth.tar, linked from the
-# official README). Nothing is downloaded at run time: put the file at this path or pass
-# --cfg-options model.backbone.init_cfg.checkpoint=/path/to/file.
+# ImageNet-1k weights of the SegMAN-S encoder (SegMAN_Encoder_s.pth.tar, linked
+# from the official README). Nothing is downloaded at run time: put the file at
+# this path or pass --cfg-options
+# model.backbone.init_cfg.checkpoint=/path/to/file.
 checkpoint = 'checkpoints/SegMAN_Encoder_s.pth.tar'
 crop_size = (512, 512)
 data_preprocessor = dict(size=crop_size)

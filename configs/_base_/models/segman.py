@@ -1,7 +1,8 @@
-# SegMAN (SegMANEncoder + SegMANDecoder with MMSCopE), SegMAN-T settings. Variant configs in
-# configs/segman/ override arch, drop_path_rate, in_channels, channels and feat_proj_dim.
-# SyncBN in encoder and decoder as in the official code (the official encoder converts itself
-# to SyncBN under distributed training); MMEngine's Runner reverts it to BN when training is
+# SegMAN (SegMANEncoder + SegMANDecoder with MMSCopE), SegMAN-T settings.
+# Variant configs in configs/segman/ override arch, drop_path_rate,
+# in_channels, channels and feat_proj_dim. SyncBN in encoder and decoder as in
+# the official code (the official encoder converts itself to SyncBN under
+# distributed training); MMEngine's Runner reverts it to BN when training is
 # not distributed.
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 # ImageNet mean/std in RGB order, as the official pipeline.
@@ -22,7 +23,8 @@ model = dict(
         norm_cfg=norm_cfg),
     decode_head=dict(
         type='SegMANDecoder',
-        # All four stages are selected as in the official configs; the stride-4 map is unused.
+        # All four stages are selected as in the official configs; the stride-4
+        # map is unused.
         in_channels=[32, 64, 144, 192],
         in_index=[0, 1, 2, 3],
         channels=128,
@@ -34,6 +36,7 @@ model = dict(
         loss_decode=dict(
             type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
     train_cfg=dict(),
-    # The model accepts any input size, so test images are not padded or resized to a
-    # multiple of 32 (the official code resizes them, AlignedResize, which MMSeg 1.x lacks).
+    # The model accepts any input size, so test images are not padded or
+    # resized to a multiple of 32 (the official code resizes them,
+    # AlignedResize, which MMSeg 1.x lacks).
     test_cfg=dict(mode='whole'))
