@@ -16,10 +16,12 @@ Usage::
 
     python benchmarks/bench_selective_scan.py [--length 16384] [--repeats 9] [--threads 2]
 
-Timings are medians of ``--repeats`` runs after one warm-up. Other processes on the machine
-slow some repeats; the median and the same-run ratios are what to quote.
+Timings are medians of ``--repeats`` interleaved rounds after one warm-up (the copy is
+timed in the same rounds). Other processes on the machine slow some rounds; the medians and
+the same-run ratios are what to quote.
 """
 import argparse
+import importlib.util
 import math
 import os
 import statistics
@@ -34,21 +36,25 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 from mmseg_segman.ops.selective_scan import selective_scan_chunked  # noqa: E402
 
 
-def median_time(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def interleaved_times(fns, repeats, limited=None):
+    """Wall time of each function over ``repeats`` rounds, one call of each per round (after a
+    warm-up call), so that load from other processes hits all of them alike. Functions named
+    in ``limited`` (name -> count) run only in the first ``count`` rounds.
+    Returns two dicts name -> list of seconds: wall time and process CPU time."""
+    limited = limited or {}
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def copy_bandwidth(repeats, mib=256):
-    src = torch.randn(mib * 2**20 // 4)
-    dst = torch.empty_like(src)
-    sec = median_time(lambda: dst.copy_(src), repeats)
-    return src.numel() * 4 / sec  # bytes copied per second
+    wall = {name: [] for name in fns}
+    cpu = {name: [] for name in fns}
+    for round_ in range(repeats):
+        for name, fn in fns.items():
+            if round_ >= limited.get(name, repeats):
+                continue
+            start, start_cpu = time.perf_counter(), time.process_time()
+            fn()
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+    return wall, cpu
 
 
 def segman_inputs(batch, groups, channels_per_group, length, seed=0):
@@ -126,62 +132,71 @@ def main():
     def oddeven_fwd_bwd():
         selective_scan_oddeven(*grad_inputs).backward(dout)
 
-    bw = copy_bandwidth(args.repeats)
+    copy_src = torch.randn(256 * 2**20 // 4)
+    copy_dst = torch.empty_like(copy_src)
+    fns = {
+        'copy 256 MiB': lambda: copy_dst.copy_(copy_src),
+        'chunked fwd': chunked_fwd,
+        'chunked fwd+bwd': chunked_fwd_bwd,
+        'odd/even fwd': oddeven_fwd,
+        'odd/even fwd+bwd': oddeven_fwd_bwd,
+    }
+    limited = {}
+    ref = None if args.skip_ref else load_mamba_ref()
+    if ref is not None:
+        def ref_fwd():
+            with torch.no_grad():
+                ref(*inputs, delta_softplus=True)
+        fns['mamba selective_scan_ref fwd'] = ref_fwd
+        limited['mamba selective_scan_ref fwd'] = args.ref_repeats
+    elif not args.skip_ref:
+        print('mamba-ssm not installed: skipping selective_scan_ref')
+    wall, cpu = interleaved_times(fns, args.repeats, limited)
     elem = 4
     big = u.numel() * elem  # one (b, d, l) float32 tensor
     small = B.numel() * elem  # one (b, g, 1, l) B or C tensor
     floor_bytes = (3 * big + 2 * small) + (5 * big + 4 * small)
-    floor = floor_bytes / bw
-    floor_stream = floor_bytes / (2 * bw)
-
-    results = {}
-    results['chunked fwd'] = median_time(chunked_fwd, args.repeats)
-    results['chunked fwd+bwd'] = median_time(chunked_fwd_bwd, args.repeats)
-    results['odd/even fwd'] = median_time(oddeven_fwd, args.repeats)
-    results['odd/even fwd+bwd'] = median_time(oddeven_fwd_bwd, args.repeats)
-    if not args.skip_ref:
-        ref = load_mamba_ref()
-        if ref is None:
-            print('mamba-ssm not installed: skipping selective_scan_ref')
-        else:
-            def ref_fwd():
-                with torch.no_grad():
-                    ref(*inputs, delta_softplus=True)
-            results['mamba selective_scan_ref fwd'] = median_time(ref_fwd, args.ref_repeats)
-
     load = os.getloadavg()
     print(f'torch {torch.__version__}, threads {torch.get_num_threads()}, '
           f'load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}')
     print(f'shape: batch {args.batch}, channels {groups}x{per_group}, length {args.length}, '
           f'd_state 1, B/C groups {groups}, softplus + delta_bias, D')
+    for label, times in (('wall time', wall), ('process CPU time', cpu)):
+        report(label, times, copy_src.numel() * 4, floor_bytes)
+
+
+def report(label, times, copy_bytes, floor_bytes):
+    """Print medians, the bandwidth floor and the same-run ratios for one clock."""
+    med = {name: statistics.median(t) for name, t in times.items()}
+    bw = copy_bytes / med.pop('copy 256 MiB')  # bytes copied per second
+    floor = floor_bytes / bw
+    floor_stream = floor_bytes / (2 * bw)
+    print(f'--- {label} (medians) ---')
     print(f'copy bandwidth (256 MiB copy_): {bw / 1e9:.2f} GB/s copied '
           f'({2 * bw / 1e9:.2f} GB/s read+written)')
     print(f'floor: {floor_bytes / 2**20:.1f} MiB -> {floor * 1e3:.2f} ms '
           f'({floor_stream * 1e3:.2f} ms in the read+written convention)')
-    for name, sec in results.items():
-        line = f'{name:32s} {sec * 1e3:10.2f} ms'
+    for name, sec in med.items():
+        line = (f'{name:30s} median {sec * 1e3:9.2f} ms  min {min(times[name]) * 1e3:9.2f} ms '
+                f'({len(times[name])} runs)')
         if 'fwd+bwd' in name:
-            line += f'   {sec / floor:5.2f}x floor ({sec / floor_stream:5.2f}x read+written floor)'
+            line += f'  {sec / floor:5.2f}x floor ({sec / floor_stream:5.2f}x read+written floor)'
         print(line)
-    if 'mamba selective_scan_ref fwd' in results:
+    if 'mamba selective_scan_ref fwd' in med:
         print(f"forward speed-up over mamba selective_scan_ref: "
-              f"{results['mamba selective_scan_ref fwd'] / results['chunked fwd']:.0f}x")
+              f"{med['mamba selective_scan_ref fwd'] / med['chunked fwd']:.0f}x")
     print(f"fwd+bwd speed-up over odd/even scan: "
-          f"{results['odd/even fwd+bwd'] / results['chunked fwd+bwd']:.2f}x")
+          f"{med['odd/even fwd+bwd'] / med['chunked fwd+bwd']:.2f}x")
 
 
 def load_mamba_ref():
-    """mamba-ssm's selective_scan_ref; its module imports the CUDA extension unconditionally,
-    so a placeholder module stands in for it when absent (the reference never calls it)."""
-    try:
-        import mamba_ssm  # noqa: F401
-    except ImportError:
+    """mamba-ssm's selective_scan_ref, or None if mamba-ssm is not installed. Its module
+    imports the CUDA extension unconditionally, so a placeholder stands in for it when absent
+    (the reference never calls it)."""
+    if importlib.util.find_spec('mamba_ssm') is None:
         return None
-    if 'selective_scan_cuda' not in sys.modules:
-        try:
-            import selective_scan_cuda  # noqa: F401
-        except ImportError:
-            sys.modules['selective_scan_cuda'] = types.ModuleType('selective_scan_cuda')
+    if importlib.util.find_spec('selective_scan_cuda') is None:
+        sys.modules.setdefault('selective_scan_cuda', types.ModuleType('selective_scan_cuda'))
     from mamba_ssm.ops.selective_scan_interface import selective_scan_ref
     return selective_scan_ref
 
