@@ -1,0 +1,29 @@
+"""Run one of MMSeg's packaged tools (``mmseg/.mim/tools/<name>.py``) with the plugin.
+
+``tools/train.py`` and ``tools/test.py`` are thin entries over MMSeg's own scripts, so
+they take exactly MMSeg's arguments. Importing :mod:`mmseg_segman` first applies its
+compatibility shims and registers its models before MMSeg builds anything.
+"""
+import os.path as osp
+import runpy
+import sys
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def run_mmseg_tool(name):
+    # Running from a checkout must use this checkout's package even if another copy is
+    # installed.
+    if REPO_ROOT not in sys.path:
+        sys.path.insert(0, REPO_ROOT)
+    import mmseg
+
+    import mmseg_segman  # noqa: F401
+
+    script = osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools', f'{name}.py')
+    if not osp.isfile(script):
+        raise FileNotFoundError(
+            f'MMSeg tool {name!r} not found at {script}: mmsegmentation must be '
+            f'installed with its packaged tools (`pip install mmsegmentation==1.2.2`)')
+    sys.argv[0] = script
+    runpy.run_path(script, run_name='__main__')
