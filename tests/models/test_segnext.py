@@ -267,6 +267,16 @@ def test_segmentor_loads_official_and_mmseg_checkpoints(tmp_path):
         load_checkpoint(model, str(path), strict=True)
         for key, value in model.state_dict().items():
             assert torch.equal(value, mmseg_state[key]), (fmt, key)
+    # the whole model, with random NMF bases from the same seed
+    ref.eval()
+    model.eval()
+    model.decode_head.hamburger.ham.deterministic_eval = False
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        torch.manual_seed(0)
+        expected = ref(x, mode='tensor')
+        torch.manual_seed(0)
+        assert max_abs(model(x, mode='tensor'), expected) <= 1e-5
 
 
 # ------------------------------------------------------------------- head
