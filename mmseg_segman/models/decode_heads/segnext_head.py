@@ -88,10 +88,10 @@ class NMF2D(nn.Module):
     * ``rand_init=False``: the buffer ``bases`` is used in training and
       evaluation and is saved in checkpoints (key ``bases``, as in MMSeg).
 
-    The factorisation runs in float32 with autocast disabled: the
-    multiplicative updates divide by sums of products that overflow or lose
-    their 1e-6 guard in float16/bfloat16. The result is cast back to the
-    input dtype.
+    The factorisation runs in float32 with autocast disabled, because the
+    iterated multiplicative updates overflow in float16 and lose accuracy in
+    bfloat16 (figures in ``docs/segnext.md``). The result is cast back to
+    the input dtype.
 
     Args:
         channels (int): Number of channels C.
