@@ -108,11 +108,15 @@ def main():
     parser.add_argument('--ref-repeats', type=int, default=3)
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--skip-ref', action='store_true', help='skip mamba-ssm selective_scan_ref')
+    parser.add_argument('--decay-scale', type=float, default=1.0,
+                        help='multiply A by this (e.g. 1000: most chunks leave the float range '
+                        'and take the step-by-step path)')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     groups, per_group = 4, 32
     inputs = segman_inputs(args.batch, groups, per_group, args.length)
+    inputs[2] = inputs[2] * args.decay_scale
     u, delta, A, B, C, D, z, delta_bias = inputs
     grad_inputs = [t.clone().requires_grad_() if t is not None else None for t in inputs]
     dout = torch.randn_like(u)
@@ -160,7 +164,8 @@ def main():
     print(f'torch {torch.__version__}, threads {torch.get_num_threads()}, '
           f'load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}')
     print(f'shape: batch {args.batch}, channels {groups}x{per_group}, length {args.length}, '
-          f'd_state 1, B/C groups {groups}, softplus + delta_bias, D')
+          f'd_state 1, B/C groups {groups}, softplus + delta_bias, D, '
+          f'A scaled by {args.decay_scale:g}')
     for label, times in (('wall time', wall), ('process CPU time', cpu)):
         report(label, times, copy_src.numel() * 4, floor_bytes)
 
