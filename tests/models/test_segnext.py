@@ -165,10 +165,11 @@ def test_backbone_init_matches_official_scheme():
     ref_state = ref.state_dict()
     for key, value in ours.state_dict().items():
         assert torch.equal(value, ref_state[key]), key
-    # e.g. a 1x1 conv with 8 outputs: std sqrt(2 / 8) = 0.5
+    # and the rule itself: zero conv biases; std sqrt(2 / fan_out) with
+    # fan_out = 21 * 1 * 16 / 16 for block2's 21x1 depthwise strip conv
     conv3 = ours.block1[0].attn.spatial_gating_unit.conv3
     assert conv3.bias.abs().max() == 0
-    fan_out = 16 * 21 // 16  # block2's 21x1 depthwise strip conv
+    fan_out = 21 * 1 * 16 // 16
     strip = ours.block2[0].attn.spatial_gating_unit.conv2_2.weight
     assert abs(strip.std().item() / (2 / fan_out)**0.5 - 1) < 0.15
 
