@@ -19,7 +19,7 @@ Three implementations share this module:
 - :func:`selective_scan_ref`: one Python step per token. Obviously right, slow; for tests.
 - :func:`selective_scan_chunked`: pure PyTorch, forward and hand-written backward. The linear
   recurrence is solved in chunks with cumulative products (see :func:`linear_scan`); chunks whose
-  decay leaves the float range are re-solved step by step, so any decay is handled exactly.
+  decay leaves the float range are re-solved step by step, so any decay keeps float precision.
 - mamba-ssm's CUDA kernel, which :func:`selective_scan_fn` calls for CUDA tensors when
   ``mamba_ssm`` is installed (through :func:`mamba_kernel_call`).
 
@@ -35,12 +35,12 @@ __all__ = [
     'mamba_kernel_call'
 ]
 
-# Chunk length of linear_scan: short enough to keep the cumulative products accurate and
-# inside the float range for ordinary decays, long enough that the pass over chunk states
-# is small. 64 measured fastest at SegMAN-T stage-1 sizes (benchmarks/bench_selective_scan.py).
+# Chunk length of linear_scan: short enough to keep the cumulative products accurate
+# (rounding grows with the length) and inside the float range for ordinary decays, long enough
+# that the pass over chunk states is small. 16..256 time alike at SegMAN-T stage-1 sizes.
 SCAN_CHUNK = 64
 # A chunk is solved in closed form only if all its cumulative products of decays stay within
-# [2**-100, 2**100]: then b / P cannot underflow and keeps 24 significant bits.
+# [2**-100, 2**100]: then P is far from subnormal and b / P far from overflow.
 _PROD_MIN = 2.0**-100
 _PROD_MAX = 2.0**100
 # softplus(s) == s to float32 precision above this (same threshold as F.softplus).
@@ -58,7 +58,8 @@ def _check_args(u, delta, A, B, C, D, z, delta_bias):
     if length == 0:
         raise ValueError('u has sequence length 0; the scan needs at least one token')
     if delta.shape != u.shape:
-        raise ValueError(f'delta must have the shape of u {tuple(u.shape)}, got {tuple(delta.shape)}')
+        raise ValueError(f'delta must have the shape of u {tuple(u.shape)}, '
+                         f'got {tuple(delta.shape)}')
     if A.dim() != 2 or A.shape[0] != d or A.shape[1] < 1:
         raise ValueError(f'A must have shape (channels={d}, d_state>=1), got {tuple(A.shape)}')
     if A.is_complex():
@@ -99,7 +100,7 @@ def _compute_dtype(u):
     return torch.float64 if u.dtype == torch.float64 else torch.float32
 
 
-def _bc_view(t, d):
+def _bc_view(t):
     """B or C as a 5-D view that broadcasts against (b, g, d // g, n, l); returns (view, g)."""
     if t.dim() == 2:  # constant (d, n)
         return t[None, None, :, :, None], 1
@@ -132,8 +133,8 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     if delta_softplus:
         delta = F.softplus(delta)
     u = u.to(ct)
-    Bv, gB = _bc_view(B.to(ct), d)
-    Cv, gC = _bc_view(C.to(ct), d)
+    Bv, gB = _bc_view(B.to(ct))
+    Cv, gC = _bc_view(C.to(ct))
     decay = torch.exp(delta.unsqueeze(2) * A.to(ct)[:, :, None])  # (b, d, n, l)
     inp = (_grouped((delta * u).unsqueeze(2), gB) * Bv).flatten(1, 2)  # (b, d, n, l)
     Cx = Cv.expand(_grouped(inp, gC).shape).reshape(inp.shape)  # (b, d, n, l)
@@ -225,7 +226,8 @@ def linear_scan(a, b, chunk=None, decaying=False):
     n_chunks = len(range(0, length, chunk))
     if n_chunks == 1:
         return x
-    ends = torch.arange(chunk - 1, length + chunk - 1, chunk, device=b.device).clamp_(max=length - 1)
+    ends = torch.arange(chunk - 1, length + chunk - 1, chunk, device=b.device)
+    ends.clamp_(max=length - 1)  # the last chunk may be partial
     carry = linear_scan(prod[:, ends], x[:, ends], chunk, decaying)  # state at each chunk end
     if n_full > 1:
         x[:, chunk:main].view(rows, n_full - 1, chunk).addcmul_(
@@ -291,8 +293,8 @@ class _SelectiveScanChunked(torch.autograd.Function):
             dt = delta.to(ct, copy=delta_softplus)
         if delta_softplus:
             dt = _softplus(dt)
-        Bv, gB = _bc_view(B.to(ct), d)
-        Cv, gC = _bc_view(C.to(ct), d)
+        Bv, gB = _bc_view(B.to(ct))
+        Cv, gC = _bc_view(C.to(ct))
         dtu = torch.mul(dt, uc).unsqueeze(2)  # (b, d, 1, l)
         training = any(ctx.needs_input_grad[:8])
         if n == 1 and not training:  # dt is not needed any more: overwrite it
@@ -334,8 +336,8 @@ class _SelectiveScanChunked(torch.autograd.Function):
         n = A.shape[1]
         uc = u.to(ct)
         Ac = A.to(ct)
-        Bv, gB = _bc_view(B.to(ct), d)
-        Cv, gC = _bc_view(C.to(ct), d)
+        Bv, gB = _bc_view(B.to(ct))
+        Cv, gC = _bc_view(C.to(ct))
         g = dout.to(ct)
         dz = None
         if z is not None:
@@ -447,7 +449,20 @@ def selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None,
 
     CUDA tensors go to mamba-ssm's kernel when it is installed and supports the inputs
     (float32/float16/bfloat16 ``u``, d_state <= 256); everything else to
-    :func:`selective_scan_chunked`.
+    :func:`selective_scan_chunked`. One difference: mamba-ssm's kernel ignores gradients
+    that reach the returned last state; the chunked scan back-propagates them.
+
+    Args:
+        u (Tensor): (b, d, l) input.
+        delta (Tensor): (b, d, l) step sizes (before ``delta_bias`` and softplus).
+        A (Tensor): (d, n) state matrix (diagonal per channel), usually negative.
+        B (Tensor): (b, n, l), (b, g, n, l) or (d, n) input projection.
+        C (Tensor): (b, n, l), (b, g, n, l) or (d, n) output projection.
+        D (Tensor, optional): (d,) skip connection.
+        z (Tensor, optional): (b, d, l) gate; the output is multiplied by silu(z).
+        delta_bias (Tensor, optional): (d,) added to delta.
+        delta_softplus (bool): apply softplus to delta + delta_bias.
+        return_last_state (bool): also return the state after the last token.
 
     Returns:
         Tensor | tuple[Tensor, Tensor]: output (b, d, l) in u's dtype, and with
