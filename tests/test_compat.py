@@ -1,0 +1,212 @@
+"""mmseg_segman.compat: mmcv-lite stand-in, weights-only checkpoints, CPU distributed."""
+import os
+import pickle
+import subprocess
+import sys
+import types
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+from mmengine.logging import HistoryBuffer, MessageHub
+
+from mmseg_segman import compat
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+needs_stub = pytest.mark.skipif(
+    compat.mmcv_ext_available(),
+    reason='full mmcv with compiled ops is installed: the stand-in is not in use')
+
+
+def run_python(code, tmp_path, **env):
+    """Run ``code`` in a fresh interpreter (no plugin imported unless the code does)."""
+    return subprocess.run(
+        [sys.executable, '-c', code], cwd=tmp_path, capture_output=True, text=True,
+        env={**os.environ, 'PYTHONPATH': str(REPO_ROOT), **env}, timeout=240)
+
+
+# --------------------------------------------------------------------------------------
+# mmcv-lite
+# --------------------------------------------------------------------------------------
+@needs_stub
+def test_mmseg_imports_only_with_the_plugin(tmp_path):
+    code = 'import mmseg.utils'
+    bare = run_python(code, tmp_path)
+    assert bare.returncode != 0 and "No module named 'mmcv._ext'" in bare.stderr
+    fixed = run_python('import mmseg_segman; ' + code, tmp_path)
+    assert fixed.returncode == 0, fixed.stderr
+
+
+@needs_stub
+def test_missing_compiled_op_raises_naming_it():
+    from mmcv.ops import sigmoid_focal_loss
+
+    with pytest.raises(compat.MissingCompiledOpError,
+                       match="'sigmoid_focal_loss_forward' is not available.*mmcv-lite"):
+        sigmoid_focal_loss(torch.randn(4, 3), torch.tensor([0, 1, 2, 0]), 2.0, 0.25)
+
+
+@needs_stub
+def test_pure_python_op_still_works():
+    from mmcv.ops import point_sample
+
+    # point_sample is grid_sample with [0, 1] coordinates: the centre of a 2x2 map
+    # is the mean of its four values.
+    feats = torch.arange(4.).view(1, 1, 2, 2)
+    out = point_sample(feats, torch.tensor([[[0.5, 0.5]]]), align_corners=False)
+    assert out.item() == pytest.approx(1.5)
+
+
+def test_stub_is_inert_when_real_extension_present(monkeypatch):
+    real = types.ModuleType('mmcv._ext')  # stands for the compiled extension
+    monkeypatch.setitem(sys.modules, 'mmcv._ext', real)
+    assert compat.mmcv_ext_available()
+    assert compat.install_mmcv_ext_stub() is False
+    assert sys.modules['mmcv._ext'] is real
+
+
+# --------------------------------------------------------------------------------------
+# weights-only loading
+# --------------------------------------------------------------------------------------
+def _training_state():
+    """What Runner.save_checkpoint writes besides the weights (message hub, meta)."""
+    hub = MessageHub(name='compat-test')
+    for i, loss in enumerate([1.5, 1.25, np.float64(0.75)]):
+        hub.update_scalar('train/loss', loss)
+        hub.update_scalar('train/lr', 1e-3 * (i + 1))
+    hub.update_info('iter', 3)
+    hub.update_info('dataset_meta', dict(classes=('a', 'b'), palette=[[0, 0, 0]]))
+    return dict(
+        meta=dict(iter=3, seed=np.int64(7), cfg='model = dict()'),
+        state_dict={'w': torch.randn(2, 2)},
+        message_hub=hub.state_dict())
+
+
+def test_mmengine_training_state_round_trips_weights_only(tmp_path):
+    state = _training_state()
+    torch.save(state, tmp_path / 'ckpt.pth')
+    loaded = torch.load(tmp_path / 'ckpt.pth', weights_only=True)
+    assert torch.equal(loaded['state_dict']['w'], state['state_dict']['w'])
+    assert loaded['meta']['seed'] == 7
+    buf = loaded['message_hub']['log_scalars']['train/loss']
+    assert isinstance(buf, HistoryBuffer)
+    np.testing.assert_array_equal(buf.data[0], [1.5, 1.25, 0.75])
+    assert buf.statistics('mean') == pytest.approx((1.5 + 1.25 + 0.75) / 3)
+    assert loaded['message_hub']['runtime_info']['iter'] == 3
+
+
+def test_training_state_needs_the_allow_list(tmp_path):
+    """Without the plugin torch refuses the same file: the allow-list is what fixes it."""
+    torch.save(_training_state(), tmp_path / 'ckpt.pth')
+    result = run_python(
+        "import torch; torch.load('ckpt.pth', weights_only=True)", tmp_path)
+    assert result.returncode != 0
+    assert 'Unsupported global' in result.stderr
+
+
+class _Reduce:
+    """Pickles as ``func(*args)``: the shape of every code-running pickle."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def test_pickle_that_runs_code_is_refused(tmp_path):
+    marker = tmp_path / 'pwned'
+    torch.save({'x': _Reduce(os.system, f'touch {marker}')}, tmp_path / 'evil.pth')
+    with pytest.raises(pickle.UnpicklingError, match='system'):
+        torch.load(tmp_path / 'evil.pth', weights_only=True)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize('owner, name', [
+    (HistoryBuffer, '__init__'),         # a function, whose __globals__ reach os
+    (HistoryBuffer.mean, '__globals__'),
+    (HistoryBuffer, 'register_statistics'),  # would let a pickle register callables
+    (np.ndarray, 'tofile'),              # writes files
+])
+def test_getattr_in_checkpoints_is_narrow(tmp_path, owner, name):
+    torch.save({'x': _Reduce(getattr, owner, name)}, tmp_path / 'evil.pth')
+    with pytest.raises(pickle.UnpicklingError, match='refused getattr'):
+        torch.load(tmp_path / 'evil.pth', weights_only=True)
+
+
+def test_getattr_resolves_history_buffer_statistics(tmp_path):
+    # The positive control for the refusals above: the one use mmengine makes of it.
+    torch.save({'x': _Reduce(getattr, HistoryBuffer, 'mean')}, tmp_path / 'ok.pth')
+    assert torch.load(tmp_path / 'ok.pth', weights_only=True)['x'] is HistoryBuffer.mean
+
+
+def test_object_arrays_are_not_allow_listed(tmp_path):
+    torch.save({'x': np.array([1, 'a'], dtype=object)}, tmp_path / 'obj.pth')
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(tmp_path / 'obj.pth', weights_only=True)
+
+
+# --------------------------------------------------------------------------------------
+# distributed training without CUDA
+# --------------------------------------------------------------------------------------
+@pytest.mark.skipif(torch.cuda.is_available(), reason='the CPU paths are for no-CUDA')
+def test_mmengine_init_dist_uses_gloo_without_cuda(tmp_path):
+    code = ('import mmseg_segman, warnings, torch.distributed as d\n'
+            'from mmengine.dist import init_dist\n'
+            'with warnings.catch_warnings(record=True) as w:\n'
+            '    warnings.simplefilter("always")\n'
+            "    init_dist('pytorch', backend='nccl')\n"
+            "print(d.get_backend(), d.get_world_size(), any('gloo' in str(x.message) "
+            'for x in w))\n'
+            'd.destroy_process_group()\n')
+    env = dict(RANK='0', LOCAL_RANK='0', WORLD_SIZE='1', MASTER_ADDR='127.0.0.1',
+               MASTER_PORT=str(29600 + os.getpid() % 300))
+    result = run_python(code, tmp_path, **env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ['gloo', '1', 'True']
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='the CPU paths are for no-CUDA')
+def test_ddp_of_cpu_module_drops_device_ids_and_sync_bn(tmp_path):
+    from mmengine.model import MMDistributedDataParallel
+
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path}/store', rank=0,
+                            world_size=1)
+    try:
+        model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.SyncBatchNorm(4))
+        with pytest.warns(UserWarning, match='SyncBatchNorm cannot synchronise'):
+            ddp = MMDistributedDataParallel(module=model, device_ids=[0])
+        assert ddp.device_ids is None
+        assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in ddp.modules())
+        x = torch.randn(2, 3, 4, 4)
+        out = ddp(x)
+        # Training-mode BN output: per-channel zero mean over the batch.
+        assert out.mean(dim=(0, 2, 3)).abs().max() < 1e-5
+        out.sum().backward()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_cpu_distributed_is_inert_with_cuda(monkeypatch):
+    import mmengine.dist.utils as dist_utils
+
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(dist_utils, '_init_dist_pytorch', 'untouched')
+    assert compat.enable_cpu_distributed() is False
+    assert dist_utils._init_dist_pytorch == 'untouched'
+
+
+def test_shims_are_idempotent():
+    from mmengine.model import MMDistributedDataParallel
+
+    init = MMDistributedDataParallel.__init__
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        compat.install_mmcv_ext_stub()
+        compat.allow_mmengine_checkpoints()
+        compat.enable_cpu_distributed()
+    assert MMDistributedDataParallel.__init__ is init
