@@ -14,10 +14,10 @@ param_scheduler = [
         power=1.0,
         eta_min=0.0,
         begin=20,
-        end=300,
+        end=500,
         by_epoch=False)
 ]
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=300, val_interval=100)
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=500, val_interval=250)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 default_hooks = dict(
@@ -25,6 +25,7 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=20, log_metric_by_epoch=False),
     param_scheduler=dict(type='ParamSchedulerHook'),
     checkpoint=dict(
-        type='CheckpointHook', by_epoch=False, interval=100, max_keep_ckpts=2),
+        type='CheckpointHook', by_epoch=False, interval=250, max_keep_ckpts=2),
     sampler_seed=dict(type='DistSamplerSeedHook'),
-    visualization=dict(type='SegVisualizationHook'))
+    # Drawn only with `tools/test.py --show-dir`; then every image, not every 50th.
+    visualization=dict(type='SegVisualizationHook', interval=1))
