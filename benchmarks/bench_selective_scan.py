@@ -168,6 +168,25 @@ def main():
           f'A scaled by {args.decay_scale:g}')
     for label, times in (('wall time', wall), ('process CPU time', cpu)):
         report(label, times, copy_src.numel() * 4, floor_bytes)
+    errors = float32_errors(inputs, dout)
+    print('float32 vs float64 (max |error| / max |value|): ' +
+          ', '.join(f'{name} {err:.1e}' for name, err in errors.items()))
+
+
+def float32_errors(inputs, dout):
+    """Relative error of the chunked scan's float32 output and gradients vs float64."""
+    names = ('u', 'delta', 'A', 'B', 'C', 'D', 'z', 'delta_bias')
+    results = []
+    for dtype in (torch.float32, torch.float64):
+        leaves = [t.detach().to(dtype).requires_grad_() if t is not None else None
+                  for t in inputs]
+        out = selective_scan_chunked(*leaves, delta_softplus=True)
+        out.backward(dout.to(dtype))
+        results.append({'out': out.detach().double(),
+                        **{'d' + n: t.grad.double() for n, t in zip(names, leaves)
+                           if t is not None}})
+    return {k: ((results[0][k] - v).abs().max() / v.abs().max()).item()
+            for k, v in results[1].items()}
 
 
 def report(label, times, copy_bytes, floor_bytes):
