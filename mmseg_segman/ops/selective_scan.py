@@ -287,15 +287,19 @@ class _SelectiveScanChunked(torch.autograd.Function):
         n = A.shape[1]
         uc = u.to(ct)
         Ac = A.to(ct)
+        # dt must be contiguous (its products are viewed per group) and private when softplus
+        # overwrites it.
         if delta_bias is not None:
-            dt = delta.to(ct) + delta_bias.to(ct)[:, None]
-        else:  # a private copy when softplus will overwrite it
-            dt = delta.to(ct, copy=delta_softplus)
+            dt = (delta.to(ct) + delta_bias.to(ct)[:, None]).contiguous()
+        elif delta_softplus:
+            dt = delta.to(ct, memory_format=torch.contiguous_format, copy=True)
+        else:
+            dt = delta.to(ct).contiguous()
         if delta_softplus:
             dt = _softplus(dt)
         Bv, gB = _bc_view(B.to(ct))
         Cv, gC = _bc_view(C.to(ct))
-        dtu = torch.mul(dt, uc).unsqueeze(2)  # (b, d, 1, l)
+        dtu = torch.mul(dt, uc, out=torch.empty_like(dt)).unsqueeze(2)  # (b, d, 1, l)
         training = any(ctx.needs_input_grad[:8])
         if n == 1 and not training:  # dt is not needed any more: overwrite it
             decay = dt.unsqueeze(2).mul_(Ac[:, :, None]).exp_()
@@ -338,7 +342,7 @@ class _SelectiveScanChunked(torch.autograd.Function):
         Ac = A.to(ct)
         Bv, gB = _bc_view(B.to(ct))
         Cv, gC = _bc_view(C.to(ct))
-        g = dout.to(ct)
+        g = dout.to(ct).contiguous()  # autograd may pass expanded or strided gradients
         dz = None
         if z is not None:
             zc = z.to(ct)
@@ -346,7 +350,7 @@ class _SelectiveScanChunked(torch.autograd.Function):
             if need[6]:
                 # d silu(z) / dz = sig(z) * (1 + z * (1 - sig(z)))
                 dz = (g * y * sig_z * (1 + zc * (1 - sig_z))).to(z.dtype)
-            g = g * zc * sig_z
+            g = torch.mul(g, zc, out=torch.empty_like(g)).mul_(sig_z)  # keeps g contiguous
         dD = None if D is None or not need[5] else torch.einsum('bdl,bdl->d', g, uc).to(D.dtype)
         g5 = _grouped(g, gC)[:, :, :, None]  # (b, g, d/g, 1, l)
         work = torch.empty_like(x)
@@ -368,7 +372,7 @@ class _SelectiveScanChunked(torch.autograd.Function):
         # x_t depends on dt_t through the input dt * B * u and through the decay.
         dB = None
         if need[3]:
-            dtu5 = _grouped(torch.mul(dt, uc).unsqueeze(2), gB)
+            dtu5 = _grouped(torch.mul(dt, uc, out=torch.empty_like(dt)).unsqueeze(2), gB)
             prod = dtu5.mul_(_grouped(lam, gB)) if n == 1 else dtu5 * _grouped(lam, gB)
             dB = _reduce_to(prod, Bv.shape).view(B.shape).to(B.dtype)
         if n == 1:
