@@ -47,19 +47,14 @@ def _registry():
     register_all_modules()
 
 
-def golden_path(name):
-    root = os.environ.get('MMSEG_SEGMAN_GOLDEN', str(REPO.parent / 'shared' / 'golden'))
-    path = Path(root) / name
+@pytest.fixture(scope='module')
+def golden(golden_dir):  # golden_dir: tests/conftest.py (skips, or fails under CI)
+    path = golden_dir / 'lrformer-t.pt'
     if not path.is_file():
         if os.environ.get('CI'):
             pytest.fail(f'golden file {path} is missing (CI is set)')
         pytest.skip(f'golden file {path} not found; set MMSEG_SEGMAN_GOLDEN')
-    return path
-
-
-@pytest.fixture(scope='module')
-def golden():
-    return torch.load(golden_path('lrformer-t.pt'), weights_only=True)
+    return torch.load(path, weights_only=True)
 
 
 def load_config(name):
@@ -682,12 +677,14 @@ def _forward_backward(model, size=512):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize('arch', ['t', 's', 'b', 'l'])
 def test_forward_backward_512(arch):
     _forward_backward(build_from_config(f'lrformer-{arch}_ade20k'))
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_forward_backward_xl_backbone_512():
     backbone = LRFormer(arch='xl', drop_path_rate=0.4).train()
     feats = backbone(torch.randn(1, 3, 512, 512))
@@ -698,6 +695,7 @@ def test_forward_backward_xl_backbone_512():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_eval_t_cityscapes_full_resolution():
     """Whole-image inference at 1024x2048: logits come back at the input size."""
     cfg = load_config('lrformer-t_cityscapes')
