@@ -98,7 +98,10 @@ def test_dist_train_two_cpu_processes(toy_root, tmp_path):
     log = run(['bash', REPO_ROOT / 'tools' / 'dist_train.sh', TOY_CONFIG, 2,
                '--work-dir', work_dir, *cfg_options(toy_root, 2, 2)], tmp_path,
               PORT=str(29700 + os.getpid() % 200), OMP_NUM_THREADS='1')
-    assert 'World size: 2' in log
+    assert 'Distributed training: True' in log and 'GPU number: 2' in log
+    assert "using the 'gloo' distributed backend" in log
+    # The 2 validation images are split between the processes: one each.
+    assert 'Iter(val) [1/1]' in log
     assert 'SyncBatchNorm cannot synchronise across CPU processes' in log
     assert MIOU.search(log)
     ckpt = torch.load(work_dir / 'iter_2.pth', weights_only=True)
@@ -111,12 +114,13 @@ def test_dist_train_two_cpu_processes(toy_root, tmp_path):
 @pytest.mark.timeout(900)
 def test_toy_model_learns_the_toy_task(tmp_path):
     data = tmp_path / 'toy'
-    make_toy_dataset(str(data), num_train=32, num_val=8, size=96)
+    make_toy_dataset(str(data), num_train=48, num_val=8, size=128)
     log = run([sys.executable, REPO_ROOT / 'tools' / 'train.py', TOY_CONFIG,
                '--work-dir', tmp_path / 'work',
-               *cfg_options(data, 150, 50)], tmp_path)
+               *cfg_options(data, 150, 50, **{'train_dataloader.batch_size': 8})],
+              tmp_path)
     first, *_, last = [float(v) for v in MIOU.findall(log)]
     losses = [float(v) for v in re.findall(r'\bloss: (\d+\.\d+)', log)]
     # Four classes: chance-level mIoU is far below these figures.
-    assert last > first and last > 35.0, (first, last)
+    assert last > first + 5.0 and last > 40.0, (first, last)
     assert sum(losses[-10:]) < 0.6 * sum(losses[:10])
