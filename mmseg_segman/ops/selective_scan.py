@@ -258,7 +258,7 @@ def _reverse_decayed_scan(a, g, decaying):
 
 def _softplus(s):
     """F.softplus(s) from vectorised exp/log1p (several times faster on CPU); ``s`` is consumed."""
-    if s.max() <= _SOFTPLUS_LINEAR:
+    if s.numel() == 0 or s.max() <= _SOFTPLUS_LINEAR:
         return s.exp_().log1p_()
     # log1p(exp(min(s, 20))) + max(s - 20, 0): exact below 20, s (to rounding) above.
     excess = (s - _SOFTPLUS_LINEAR).clamp_min_(0)

@@ -324,3 +324,12 @@ def test_strided_inputs_and_gradient():
         grads.append([out.detach()] + [leaves[k].grad for k in NAMES])
     for plain, permuted in zip(*grads):
         assert rel_err(permuted.double(), plain.double()) <= 1e-6
+
+
+def test_empty_batch():
+    inputs = {k: v.float()[:0] if k in ('u', 'delta', 'B', 'C', 'z') else v.float()
+              for k, v in make_inputs(length=5, groups=2).items()}
+    inputs['u'].requires_grad_()
+    out = selective_scan_fn(**inputs, delta_softplus=True)
+    out.sum().backward()
+    assert out.shape == (0, 4, 5) and inputs['u'].grad.shape == (0, 4, 5)
