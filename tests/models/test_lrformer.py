@@ -550,6 +550,18 @@ def test_predict_returns_logits_at_input_size():
     assert result.pred_sem_seg.data.shape == (1, h, w)
 
 
+def test_mmseg_inference_api_on_odd_sized_image():
+    """MMSeg's inference API with the ADE config: the test pipeline resizes to multiples of 32
+    and the prediction comes back at the image's own size."""
+    from mmseg.apis import inference_model, init_model
+    model = init_model(str(CONFIGS / 'lrformer-t_ade20k.py'), checkpoint=None, device='cpu')
+    image = torch.randint(0, 256, (97, 131, 3), dtype=torch.uint8).numpy()
+    result = inference_model(model, image)
+    assert result.seg_logits.shape == (97, 131)
+    assert result.pred_sem_seg.shape == (97, 131)
+    assert [t['type'] for t in model.cfg.test_pipeline][1:3] == ['Resize', 'ResizeToMultiple']
+
+
 def test_training_reduces_loss():
     torch.manual_seed(0)
     model = _tiny_segmentor(num_classes=3).train()
