@@ -242,13 +242,21 @@ def _reverse_decayed_scan(a, g, decaying):
 
     The adjoint lam_t = g_t + a_{t+1} * lam_{t+1} is ``g_t + rho_{t+1}``; rho itself satisfies a
     recurrence with coefficient a_t at the same step, so it is linear_scan of the time-reversed
-    inputs (a, a * g) without any shift. Returns a new (rows, l) tensor.
+    inputs (a, a * g) without any shift.
+
+    Returns:
+        tuple[Tensor, list[Tensor]]: rho (rows, l), and three (rows, l) buffers that are no
+        longer needed, for the caller to reuse.
     """
     a_rev = a.flip(-1)
     inp_rev = g.flip(-1).mul_(a_rev)
     rho_rev = linear_scan(a_rev, inp_rev, decaying=decaying)
-    del a_rev, inp_rev
-    return rho_rev.flip(-1)
+    return rho_rev.flip(-1), [a_rev, inp_rev, rho_rev]
+
+
+def _carve(buffers, like):
+    """A tensor shaped like ``like`` on the storage of the next spare buffer."""
+    return buffers.pop().view(-1)[:like.numel()].view(like.shape)
 
 
 # --------------------------------------------------------------------------------------------
@@ -362,8 +370,9 @@ class _SelectiveScanChunked(torch.autograd.Function):
         torch.mul(g5, Cv, out=work5)  # gradient reaching the states directly
         if dlast is not None:
             work[..., -1] += dlast.to(ct)
-        rho = _reverse_decayed_scan(decay.view(-1, length), work.view(-1, length),
-                                    ctx.decaying).view(bsz, d, n, length)
+        rho, spare = _reverse_decayed_scan(decay.view(-1, length), work.view(-1, length),
+                                           ctx.decaying)
+        rho = rho.view(bsz, d, n, length)
         lam = work  # lam_t = g_t C_t + rho_{t+1}: total gradient of x_t
         lam[..., :-1] += rho[..., 1:]
         # gradient of log(decay_t) = dt_t * A: lam_t * decay_t * x_{t-1} = rho_t * x_{t-1}
@@ -372,14 +381,15 @@ class _SelectiveScanChunked(torch.autograd.Function):
         # x_t depends on dt_t through the input dt * B * u and through the decay.
         dB = None
         if need[3]:
-            dtu5 = _grouped(torch.mul(dt, uc, out=torch.empty_like(dt)).unsqueeze(2), gB)
+            dtu5 = _grouped(torch.mul(dt, uc, out=_carve(spare, dt)).unsqueeze(2), gB)
             prod = dtu5.mul_(_grouped(lam, gB)) if n == 1 else dtu5 * _grouped(lam, gB)
             dB = _reduce_to(prod, Bv.shape).view(B.shape).to(B.dtype)
         if n == 1:
             lam_B = _grouped(lam, gB).mul_(Bv).view(bsz, d, length)
         else:
             lam_B = torch.mul(_grouped(lam, gB), Bv).view(bsz, d, n, length).sum(2)
-        du = lam_B * dt
+        # (with d_state > 1 a spare buffer is n times larger than du: do not pin it)
+        du = torch.mul(lam_B, dt, out=_carve(spare, dt)) if n == 1 else lam_B * dt
         if D is not None:
             du.addcmul_(g, D.to(ct)[:, None])
         ddt = lam_B.mul_(uc)
@@ -388,8 +398,11 @@ class _SelectiveScanChunked(torch.autograd.Function):
         else:
             ddt[..., 1:] += torch.einsum('bdnl,dn->bdl', w, Ac)
         if ctx.delta_softplus:
-            s = delta.to(ct, copy=True) if delta_bias is None else (
-                delta.to(ct) + delta_bias.to(ct)[:, None])
+            s = _carve(spare, dt)
+            if delta_bias is None:
+                s.copy_(delta)
+            else:
+                torch.add(delta.to(ct), delta_bias.to(ct)[:, None], out=s)
             ddt.mul_(s.sigmoid_())
         ddelta_bias = None
         if delta_bias is not None and need[7]:
