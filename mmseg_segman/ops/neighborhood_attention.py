@@ -225,13 +225,16 @@ def _av_bwd(plan, attn, v, grad_out, grad_attn, grad_v):
 def _over_subgrids(kernel, inputs, kernel_size, dilation, out_dims):
     """Run an undilated band ``kernel(plan, *inputs, *outputs)`` over a dilated grid.
 
-    ``inputs`` are (N, H, W, .) tensors; returns one (N, H, W, out_dim) tensor per entry of
-    ``out_dims``. The d * d dilation sub-grids are independent problems; inside one, N and
-    the tile rows are chunked so a step's tile logits stay within ``_WORKSPACE_BYTES``.
+    ``inputs`` are (B, heads, H, W, .) tensors; returns one (B, heads, H, W, out_dim) tensor
+    per entry of ``out_dims``. The kernels see N = B * heads. The d * d dilation sub-grids are
+    independent problems; inside one, N and the tile rows are chunked so that a step's tile
+    logits stay within ``_WORKSPACE_BYTES``.
     """
+    results = tuple(inputs[0].new_zeros(*inputs[0].shape[:4], d) for d in out_dims)
+    inputs = [x.reshape(-1, *x.shape[2:]).contiguous() for x in inputs]
+    outs = [o.flatten(0, 1) for o in results]  # views: kernels write into ``results``
     ref = inputs[0]
     N, H, W = ref.shape[:3]
-    outs = tuple(ref.new_zeros(N, H, W, d) for d in out_dims)
     for r in range(dilation):
         for c in range(dilation):
             if dilation == 1:
@@ -253,12 +256,7 @@ def _over_subgrids(kernel, inputs, kernel_size, dilation, out_dims):
             if dilation > 1:
                 for out, sub in zip(outs, sub_outs):
                     out[:, r::dilation, c::dilation] = sub
-    return outs
-
-
-def _flat(x):
-    """(B, heads, H, W, C) -> (B * heads, H, W, C), contiguous."""
-    return x.reshape(-1, *x.shape[2:]).contiguous()
+    return results
 
 
 class _NA2DQK(torch.autograd.Function):
@@ -269,16 +267,16 @@ class _NA2DQK(torch.autograd.Function):
         ctx.save_for_backward(q, k)
         ctx.kernel_size, ctx.dilation = kernel_size, dilation
         kk = kernel_size * kernel_size
-        (attn, ) = _over_subgrids(_qk_fwd, (_flat(q), _flat(k)), kernel_size, dilation, (kk, ))
-        return attn.view(*q.shape[:4], kk)
+        (attn, ) = _over_subgrids(_qk_fwd, (q, k), kernel_size, dilation, (kk, ))
+        return attn
 
     @staticmethod
     def backward(ctx, grad_attn):
         q, k = ctx.saved_tensors
         D = q.shape[-1]
-        grad_q, grad_k = _over_subgrids(_qk_bwd, (_flat(q), _flat(k), _flat(grad_attn)),
-                                        ctx.kernel_size, ctx.dilation, (D, D))
-        return grad_q.view_as(q), grad_k.view_as(k), None, None
+        grad_q, grad_k = _over_subgrids(_qk_bwd, (q, k, grad_attn), ctx.kernel_size,
+                                        ctx.dilation, (D, D))
+        return grad_q, grad_k, None, None
 
 
 class _NA2DAV(torch.autograd.Function):
@@ -288,17 +286,15 @@ class _NA2DAV(torch.autograd.Function):
     def forward(ctx, attn, v, kernel_size, dilation):
         ctx.save_for_backward(attn, v)
         ctx.kernel_size, ctx.dilation = kernel_size, dilation
-        (out, ) = _over_subgrids(_av_fwd, (_flat(attn), _flat(v)), kernel_size, dilation,
-                                 (v.shape[-1], ))
-        return out.view_as(v)
+        (out, ) = _over_subgrids(_av_fwd, (attn, v), kernel_size, dilation, (v.shape[-1], ))
+        return out
 
     @staticmethod
     def backward(ctx, grad_out):
         attn, v = ctx.saved_tensors
-        grad_attn, grad_v = _over_subgrids(_av_bwd, (_flat(attn), _flat(v), _flat(grad_out)),
-                                           ctx.kernel_size, ctx.dilation,
-                                           (attn.shape[-1], v.shape[-1]))
-        return grad_attn.view_as(attn), grad_v.view_as(v), None, None
+        grad_attn, grad_v = _over_subgrids(_av_bwd, (attn, v, grad_out), ctx.kernel_size,
+                                           ctx.dilation, (attn.shape[-1], v.shape[-1]))
+        return grad_attn, grad_v, None, None
 
 
 # ----------------------------------------------------------------------------- public API
