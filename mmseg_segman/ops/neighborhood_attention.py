@@ -18,7 +18,8 @@ matmul against its halo, from which every query's k x k entries are picked with 
 index. The k x k neighborhoods of keys and values are never materialised, and the custom
 autograd functions keep only their inputs for the backward pass.
 """
-from typing import NamedTuple, Optional
+import functools
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -151,6 +152,7 @@ class _GridTiles:
         n_cols, t_r, t_c = cols.tile_pos.shape[0], rows.tile_pos.shape[1], cols.tile_pos.shape[1]
         h_r, h_c = rows.halo_pos.shape[1], cols.halo_pos.shape[1]
         self.tile_len, self.halo_len = t_r * t_c, h_r * h_c
+        self.window_len = cols.key_local.shape[1]**2
         # Flat (tile_r, tile_c, local_r, local_c) row of each owned query: row + column part.
         row_part = rows.tile_of * (n_cols * t_r * t_c) + rows.local * t_c
         col_part = cols.tile_of * (t_r * t_c) + cols.local
@@ -183,8 +185,8 @@ class _GridTiles:
     def pick(self, logits):
         """Tile logits -> window entries (N, hi - lo, W, k*k)."""
         N = logits.shape[0]
-        return logits.reshape(N, -1).index_select(1, self.logit_index).view(N, -1, self.W,
-                                                                            self.cols.key_local.shape[1]**2)
+        picked = logits.reshape(N, -1).index_select(1, self.logit_index)
+        return picked.view(N, -1, self.W, self.window_len)
 
     def spread(self, attn):
         """Adjoint of ``pick``: window entries (N, hi - lo, W, k*k) -> zero-filled tile logits."""
@@ -320,7 +322,7 @@ def na2d_qk(q, k, kernel_size, dilation=1, rpb=None):
     H, W = q.shape[2:4]
     _check_spatial(H, W, kernel_size, dilation)
     _check_rpb(rpb, q.shape[1], kernel_size)
-    natten_ops = _natten_split_ops() if q.is_cuda else None
+    natten_ops = _natten_split_ops() if q.is_cuda and kernel_size % 2 else None
     if natten_ops is not None:
         return natten_ops[0](q, k, kernel_size, dilation, rpb=rpb)
     attn = _NA2DQK.apply(q, k, kernel_size, dilation)
@@ -348,7 +350,7 @@ def na2d_av(attn, v, kernel_size, dilation=1):
         raise ValueError(f'attn must have kernel_size**2 = {kernel_size * kernel_size} entries '
                          f'in its last dim, got {attn.shape[-1]}')
     _check_spatial(v.shape[2], v.shape[3], kernel_size, dilation)
-    natten_ops = _natten_split_ops() if v.is_cuda else None
+    natten_ops = _natten_split_ops() if v.is_cuda and kernel_size % 2 else None
     if natten_ops is not None:
         return natten_ops[1](attn, v, kernel_size, dilation)
     return _NA2DAV.apply(attn, v, kernel_size, dilation)
@@ -367,13 +369,13 @@ def na2d(q, k, v, kernel_size, dilation=1, rpb=None, scale=None):
     Returns:
         Tensor: Output (B, heads, H, W, D).
     """
-    _check_tensor('v', v, q.shape[:4] if isinstance(q, Tensor) and q.dim() == 5 else None)
+    _check_kernel_dilation(kernel_size, dilation)
+    _check_tensor('q', q)
+    _check_tensor('k', k, q.shape[:4])
+    _check_tensor('v', v, q.shape[:4])
     if scale is None:
         scale = q.shape[-1]**-0.5
-    if q.is_cuda:
-        _check_kernel_dilation(kernel_size, dilation)
-        _check_tensor('q', q)
-        _check_tensor('k', k, q.shape[:4])
+    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16, torch.float32):
         _check_spatial(q.shape[2], q.shape[3], kernel_size, dilation)
         _check_rpb(rpb, q.shape[1], kernel_size)
         if rpb is None and _natten_fused() is not None:
@@ -385,7 +387,8 @@ def na2d(q, k, v, kernel_size, dilation=1, rpb=None, scale=None):
 
 
 # ----------------------------------------------------------------------------- CUDA adapters
-# Thin, optional fast paths for CUDA tensors. Each is only chosen when it supports the call;
+# Thin, optional fast paths for CUDA tensors. Each is only chosen when it supports the call
+# (natten < 0.20 split ops: odd kernels; natten >= 0.20: no rpb; flex: float dtypes);
 # otherwise the pure PyTorch path above runs on CUDA as well.
 def _natten_module():
     try:
@@ -405,7 +408,10 @@ def _natten_split_ops():
     natten = _natten_module()
     if natten is None or _natten_version(natten) >= (0, 20):
         return None  # natten 0.20 removed the split (unfused) ops
-    return natten.functional.na2d_qk, natten.functional.na2d_av
+    functional = getattr(natten, 'functional', None)
+    if not hasattr(functional, 'na2d_qk'):  # older releases named them differently
+        return None
+    return functional.na2d_qk, functional.na2d_av
 
 
 def _natten_fused():
@@ -432,6 +438,12 @@ def _flex_attention():
     except ImportError:
         return None
     return flex_attention
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_flex():
+    # Eager flex_attention materialises all H*W x H*W scores; compiled, it skips masked blocks.
+    return torch.compile(_flex_attention().flex_attention)
 
 
 def _neighborhood_axis(query_pos, key_pos, length, kernel_size, dilation):
@@ -470,7 +482,7 @@ def _na2d_flex(q, k, v, kernel_size, dilation, rpb, scale, compiled=True):
             return score + rpb[h, bias_row, bias_col].to(score.dtype)
 
     block_mask = flex.create_block_mask(mask_mod, None, None, H * W, H * W, device=q.device)
-    attend = torch.compile(flex.flex_attention) if compiled else flex.flex_attention
+    attend = _compiled_flex() if compiled else flex.flex_attention
     out = attend(*(x.reshape(B, heads, H * W, D) for x in (q, k, v)), score_mod=score_mod,
                  block_mask=block_mask, scale=scale)
     return out.view(B, heads, H, W, D)

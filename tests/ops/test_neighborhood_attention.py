@@ -1,5 +1,6 @@
 """2-D neighborhood attention against a per-pixel loop, natten, and float64 gradcheck."""
 import os
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -165,6 +166,21 @@ def test_matches_natten_forward(H, W, kernel_size, dilation):
         adapter = na_mod._na2d_natten(q, k, v, kernel_size, dilation, 0.3)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(adapter, out, rtol=1e-5, atol=1e-5)
+
+
+def test_natten_selection_by_version(monkeypatch):
+    """natten < 0.20 offers the split ops (same layout, rpb); >= 0.20 only the fused op."""
+    split = SimpleNamespace(na2d_qk=object(), na2d_av=object())
+    old = SimpleNamespace(__version__='0.17.5+torch250cu124', functional=split)
+    new = SimpleNamespace(__version__='0.21.7', functional=SimpleNamespace(), na2d=object())
+    monkeypatch.setattr(na_mod, '_natten_module', lambda: old)
+    assert na_mod._natten_split_ops() == (split.na2d_qk, split.na2d_av)
+    assert na_mod._natten_fused() is None
+    monkeypatch.setattr(na_mod, '_natten_module', lambda: new)
+    assert na_mod._natten_split_ops() is None
+    assert na_mod._natten_fused() is new.na2d
+    monkeypatch.setattr(na_mod, '_natten_module', lambda: None)
+    assert na_mod._natten_split_ops() is None and na_mod._natten_fused() is None
 
 
 # ----------------------------------------------------------------------------- flex adapter
