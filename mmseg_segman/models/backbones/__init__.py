@@ -1,3 +1,5 @@
-from .segman import SegMANEncoder  # noqa: F401
-from .lrformer import LRFormer  # noqa: F401
-from .segnext import SegNeXtMSCAN  # noqa: F401
+from .lrformer import LRFormer
+from .segman import SegMANEncoder
+from .segnext import SegNeXtMSCAN
+
+__all__ = ['LRFormer', 'SegMANEncoder', 'SegNeXtMSCAN']
