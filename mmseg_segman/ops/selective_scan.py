@@ -25,6 +25,7 @@ Three implementations share this module:
 
 All of them compute in float32 (float64 for float64 ``u``) and return ``u``'s dtype.
 """
+import math
 import warnings
 
 import torch
@@ -167,13 +168,14 @@ def _scan_steps(a, b):
     return x.t()
 
 
-def _scan_within_chunks(a, b, x, prod, decaying):
+def _scan_within_chunks(a, b, x, prod, decaying, in_place):
     """Solve every chunk from a zero state: (rows, chunks, t) views ``a``, ``b`` -> ``x``.
 
     Closed form x_t = P_t * sum_{s<=t} b_s / P_s with P the cumulative product of ``a`` inside
     the chunk (written to ``prod``). Chunks where P leaves [2**-100, 2**100] or the result is
     not finite are solved again step by step. ``decaying`` (all a <= 1) makes P monotone, so
-    its last entry bounds the whole chunk.
+    its last entry bounds the whole chunk. ``in_place``: ``x`` is ``b``, and the caller has
+    checked that b / P cannot overflow.
     """
     torch.cumprod(a, -1, out=prod)
     if decaying:
@@ -181,16 +183,66 @@ def _scan_within_chunks(a, b, x, prod, decaying):
     else:
         lo, hi = prod.aminmax(dim=-1)
         bad = ~((lo >= _PROD_MIN) & (hi <= _PROD_MAX))
+    redo = None
     if bad.any():
+        redo = a[bad], b[bad]  # copies, taken before x (maybe b itself) is overwritten
         # Products below 2**-100 only scale contributions that are 2**-77 below float32
         # resolution; zero them so that no later pass computes with (very slow) subnormals.
         prod.masked_fill_(prod < _PROD_MIN, 0.0)
     torch.div(b, prod, out=x)
     x.cumsum_(-1)
     x.mul_(prod)
-    bad |= ~torch.isfinite(x[..., -1])
-    if bad.any():
-        x[bad] = _scan_steps(a[bad], b[bad])
+    if not in_place:
+        overflow = ~torch.isfinite(x[..., -1]) & ~bad  # |b| so large that b / P overflowed
+        if overflow.any():
+            bad |= overflow
+            redo = a[bad], b[bad]
+    if redo is not None:
+        x[bad] = _scan_steps(*redo)
+
+
+def _closed_form_cannot_overflow(b, chunk):
+    """True if |b| / P summed over ``chunk`` steps stays finite for all P >= 2**-100."""
+    if b.numel() == 0:
+        return True
+    bound = 2.0**(126 + math.log2(_PROD_MIN) - math.ceil(math.log2(chunk)))
+    lo, hi = torch.aminmax(b)
+    return bool((lo > -bound) & (hi < bound))  # False for nan / inf as well
+
+
+def _linear_scan(a, b, chunk, decaying, overwrite_b):
+    """linear_scan; with ``overwrite_b`` the result may be written over ``b``.
+
+    Returns:
+        tuple[Tensor, Tensor]: x, and the buffer of chunk-wise cumulative products (free
+        for the caller to reuse).
+    """
+    rows, length = b.shape
+    in_place = overwrite_b and _closed_form_cannot_overflow(b, chunk)
+    x = b if in_place else torch.empty((rows, length), dtype=b.dtype, device=b.device)
+    prod = torch.empty((rows, length), dtype=b.dtype, device=b.device)
+    n_full = length // chunk
+    main = n_full * chunk
+    pieces = [(0, main, n_full, chunk)] if n_full else []
+    if main < length:
+        pieces.append((main, length, 1, length - main))
+    for start, stop, n, t in pieces:
+        _scan_within_chunks(a[:, start:stop].view(rows, n, t), b[:, start:stop].view(rows, n, t),
+                            x[:, start:stop].view(rows, n, t),
+                            prod[:, start:stop].view(rows, n, t), decaying, in_place)
+    n_chunks = len(range(0, length, chunk))
+    if n_chunks == 1:
+        return x, prod
+    ends = torch.arange(chunk - 1, length + chunk - 1, chunk, device=b.device)
+    ends.clamp_(max=length - 1)  # the last chunk may be partial
+    # state at each chunk end (the gathered copies are free to overwrite)
+    carry, _ = _linear_scan(prod[:, ends], x[:, ends], chunk, decaying, True)
+    if n_full > 1:
+        x[:, chunk:main].view(rows, n_full - 1, chunk).addcmul_(
+            prod[:, chunk:main].view(rows, n_full - 1, chunk), carry[:, :n_full - 1, None])
+    if main < length:
+        x[:, main:].addcmul_(prod[:, main:], carry[:, n_full - 1:n_full])
+    return x, prod
 
 
 def linear_scan(a, b, chunk=None, decaying=False):
@@ -210,31 +262,7 @@ def linear_scan(a, b, chunk=None, decaying=False):
     Returns:
         Tensor: (rows, l) states x, contiguous.
     """
-    chunk = SCAN_CHUNK if chunk is None else chunk
-    rows, length = b.shape
-    x = torch.empty((rows, length), dtype=b.dtype, device=b.device)
-    prod = torch.empty_like(x)
-    n_full = length // chunk
-    main = n_full * chunk
-    pieces = [(0, main, n_full, chunk)] if n_full else []
-    if main < length:
-        pieces.append((main, length, 1, length - main))
-    for start, stop, n, t in pieces:
-        _scan_within_chunks(a[:, start:stop].view(rows, n, t), b[:, start:stop].view(rows, n, t),
-                            x[:, start:stop].view(rows, n, t),
-                            prod[:, start:stop].view(rows, n, t), decaying)
-    n_chunks = len(range(0, length, chunk))
-    if n_chunks == 1:
-        return x
-    ends = torch.arange(chunk - 1, length + chunk - 1, chunk, device=b.device)
-    ends.clamp_(max=length - 1)  # the last chunk may be partial
-    carry = linear_scan(prod[:, ends], x[:, ends], chunk, decaying)  # state at each chunk end
-    if n_full > 1:
-        x[:, chunk:main].view(rows, n_full - 1, chunk).addcmul_(
-            prod[:, chunk:main].view(rows, n_full - 1, chunk), carry[:, :n_full - 1, None])
-    if main < length:
-        x[:, main:].addcmul_(prod[:, main:], carry[:, n_full - 1:n_full])
-    return x
+    return _linear_scan(a, b, SCAN_CHUNK if chunk is None else chunk, decaying, False)[0]
 
 
 def _reverse_decayed_scan(a, g, decaying):
@@ -245,13 +273,14 @@ def _reverse_decayed_scan(a, g, decaying):
     inputs (a, a * g) without any shift.
 
     Returns:
-        tuple[Tensor, list[Tensor]]: rho (rows, l), and three (rows, l) buffers that are no
-        longer needed, for the caller to reuse.
+        tuple[Tensor, list[Tensor]]: rho (rows, l), and at least three (rows, l) buffers that
+        are no longer needed, for the caller to reuse.
     """
     a_rev = a.flip(-1)
     inp_rev = g.flip(-1).mul_(a_rev)
-    rho_rev = linear_scan(a_rev, inp_rev, decaying=decaying)
-    return rho_rev.flip(-1), [a_rev, inp_rev, rho_rev]
+    rho_rev, prod = _linear_scan(a_rev, inp_rev, SCAN_CHUNK, decaying, True)
+    spare = [a_rev, prod, rho_rev] + ([] if rho_rev is inp_rev else [inp_rev])
+    return rho_rev.flip(-1), spare
 
 
 def _carve(buffers, like):
@@ -319,13 +348,15 @@ class _SelectiveScanChunked(torch.autograd.Function):
         else:
             inp = torch.mul(_grouped(dtu, gB), Bv).view(bsz, d, n, length)
         decaying = delta_softplus and bool((Ac <= 0).all())
-        x = linear_scan(decay.view(-1, length), inp.view(-1, length),
-                        decaying=decaying).view(bsz, d, n, length)
-        if n == 1:  # y = x * C, written over the no longer needed input
-            y = torch.mul(_grouped(x, gC), Cv, out=_grouped(inp, gC)).view(bsz, d, length)
+        x, spare = _linear_scan(decay.view(-1, length), inp.view(-1, length), SCAN_CHUNK,
+                                decaying, True)
+        x = x.view(bsz, d, n, length)
+        if n == 1:  # y = x * C, written over the no longer needed products
+            y = torch.mul(_grouped(x, gC), Cv, out=_grouped(spare.view_as(x), gC))
+            y = y.view(bsz, d, length)
         else:
             y = torch.mul(_grouped(x, gC), Cv).view(bsz, d, n, length).sum(2)
-        del inp
+        del inp, spare
         if D is not None:
             y.addcmul_(uc, D.to(ct)[:, None])
         out = y if z is None else y * F.silu(z.to(ct))

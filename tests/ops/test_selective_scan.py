@@ -122,6 +122,26 @@ def test_linear_scan_any_decay_and_growth():
     assert rel_err(got_decaying, truth[:5]) <= TOL
 
 
+def test_linear_scan_huge_inputs_do_not_overflow():
+    """|b| ~ 1e35 with decays whose products stay in range: b / P overflows float32 in the
+    closed form, which must be detected and the chunk solved step by step."""
+    gen = torch.Generator().manual_seed(1)
+    a = torch.full((3, 200), 0.5, dtype=torch.float64)  # P >= 0.5**64 ~ 5e-20: in range
+    b = torch.randn(3, 200, generator=gen, dtype=torch.float64) * 1e35
+    truth = sequential(a, b)
+    got = linear_scan(a.float(), b.float(), decaying=True).double()
+    assert torch.isfinite(got).all()
+    assert rel_err(got, truth) <= TOL
+
+
+def test_selective_scan_huge_values_match_float64():
+    inputs = make_inputs(length=130, groups=2, decay=(0.3, 1.0))
+    inputs['u'] = inputs['u'] * 1e33  # dt * B * u / P would overflow float32
+    truth = run(selective_scan_ref, inputs, torch.float64)
+    fast = run(selective_scan_chunked, inputs, torch.float32)
+    assert_close(fast, truth)
+
+
 # ---------------------------------------------------------------------------------------------
 # selective scan vs the float64 sequential reference
 # ---------------------------------------------------------------------------------------------
