@@ -109,6 +109,17 @@ def test_dist_train_two_cpu_processes(toy_root, tmp_path):
     # BN replaced SyncBN: the saved model has ordinary BN buffers.
     assert any(k.endswith('running_mean') for k in ckpt['state_dict'])
 
+    # Testing in 2 processes gathers both halves: the same mIoU as in one process.
+    options = cfg_options(toy_root, 2, 2)
+    single = run([sys.executable, REPO_ROOT / 'tools' / 'test.py', TOY_CONFIG,
+                  work_dir / 'iter_2.pth', '--work-dir', tmp_path / 't1', *options],
+                 tmp_path)
+    double = run(['bash', REPO_ROOT / 'tools' / 'dist_test.sh', TOY_CONFIG,
+                  work_dir / 'iter_2.pth', 2, '--work-dir', tmp_path / 't2', *options],
+                 tmp_path, PORT=str(29700 + os.getpid() % 200), OMP_NUM_THREADS='1')
+    assert 'GPU number: 2' in double
+    assert MIOU.findall(single)[-1] == MIOU.findall(double)[-1]
+
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
