@@ -26,10 +26,13 @@ fi
 STAMP=".venv/.mmseg_segman_install_$WITH_TESTS"
 HASH="$(cat requirements.txt requirements/*.txt tools/install.sh setup.py \
         <(echo "${MMSEG_SEGMAN_NO_ACCELERATORS:-0}") | sha256sum | cut -d' ' -f1)"
-if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$HASH" ]]; then
-    echo "[install] .venv is up to date"
-    exit 0
-fi
+# A --tests install includes the plain one.
+for stamp in "$STAMP" .venv/.mmseg_segman_install_1; do
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$HASH" ]]; then
+        echo "[install] .venv is up to date"
+        exit 0
+    fi
+done
 
 pip_install() { python -m pip install --quiet "$@"; }
 
