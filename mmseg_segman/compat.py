@@ -15,6 +15,11 @@ newer torch releases:
   (``torch.cuda.set_device``, DDP ``device_ids``, SyncBN). Without CUDA,
   multi-process training uses the gloo backend, DDP without ``device_ids`` and plain
   BN (with a warning). Inert when CUDA is available.
+* :func:`enable_package_scoped_configs` - mmengine resolves package-scoped config
+  bases (``_base_ = ['mmseg::_base_/...']``) with ``pkg_resources``, which setuptools
+  >= 81 no longer ships; importlib.metadata and module lookup replace it. Inert
+  when ``pkg_resources`` exists. (Our own configs do not depend on it: MMSeg's stock
+  tools read a config before its ``custom_imports`` load this package.)
 
 They run when the package is imported, which for MMSeg's stock ``tools/train.py`` is
 when the config is loaded (``custom_imports``), before the Runner sets anything up.
@@ -22,7 +27,9 @@ when the config is loaded (``custom_imports``), before the Runner sets anything 
 import functools
 import importlib
 import importlib.machinery
+import importlib.metadata
 import importlib.util
+import os
 import pickle
 import sys
 import types
@@ -33,7 +40,7 @@ import torch
 __all__ = [
     'MissingCompiledOpError', 'mmcv_ext_available', 'install_mmcv_ext_stub',
     'mmengine_checkpoint_safe_globals', 'allow_mmengine_checkpoints',
-    'enable_cpu_distributed'
+    'enable_cpu_distributed', 'enable_package_scoped_configs'
 ]
 
 
@@ -263,6 +270,47 @@ def enable_cpu_distributed():
     return True
 
 
+# --------------------------------------------------------------------------------------
+# Package-scoped config bases without pkg_resources
+# --------------------------------------------------------------------------------------
+def _top_level_module(package):
+    """The importable module of a distribution or module name (mmsegmentation -> mmseg)."""
+    try:
+        dist = importlib.metadata.distribution(package)
+    except importlib.metadata.PackageNotFoundError:
+        return package
+    top_level = (dist.read_text('top_level.txt') or '').split()
+    return top_level[0] if top_level else package.replace('-', '_')
+
+
+def _module_is_installed(package):
+    spec = importlib.util.find_spec(_top_level_module(package))
+    return spec is not None and spec.origin is not None
+
+
+def _module_installed_path(package):
+    spec = importlib.util.find_spec(_top_level_module(package))
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError(f'config scope package {package!r} is not installed')
+    return os.path.dirname(spec.origin)
+
+
+def enable_package_scoped_configs():
+    """Let mmengine's Config resolve ``mmseg::...`` bases when pkg_resources is absent.
+
+    Returns:
+        bool: True if mmengine's lookups were replaced, False if pkg_resources exists.
+    """
+    if importlib.util.find_spec('pkg_resources') is not None:
+        return False
+    import mmengine.config.config as config_module
+
+    config_module.is_installed = _module_is_installed
+    config_module.get_installed_path = _module_installed_path
+    return True
+
+
 install_mmcv_ext_stub()
 allow_mmengine_checkpoints()
 enable_cpu_distributed()
+enable_package_scoped_configs()

@@ -1,4 +1,5 @@
 """mmseg_segman.compat: mmcv-lite stand-in, weights-only checkpoints, CPU distributed."""
+import importlib.util
 import os
 import pickle
 import subprocess
@@ -210,3 +211,20 @@ def test_shims_are_idempotent():
         compat.allow_mmengine_checkpoints()
         compat.enable_cpu_distributed()
     assert MMDistributedDataParallel.__init__ is init
+
+
+# --------------------------------------------------------------------------------------
+# package-scoped config bases
+# --------------------------------------------------------------------------------------
+@pytest.mark.skipif(importlib.util.find_spec('pkg_resources') is not None,
+                    reason='pkg_resources exists: mmengine resolves scopes itself')
+def test_package_scoped_base_config_resolves(tmp_path):
+    from mmengine import Config
+
+    cfg_file = tmp_path / 'scoped.py'
+    cfg_file.write_text("_base_ = ['mmseg::_base_/datasets/ade20k.py']\n"
+                        'train_dataloader = dict(batch_size=3)\n')
+    cfg = Config.fromfile(str(cfg_file))
+    assert cfg.train_dataloader.dataset.type == 'ADE20KDataset'
+    assert cfg.train_dataloader.batch_size == 3
+    assert cfg.crop_size == (512, 512)

@@ -44,3 +44,5 @@ model = dict(
             type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
     train_cfg=dict(),
     test_cfg=dict(mode='whole'))
+# A fixed seed: the quickstart reports the same mIoU on every run.
+randomness = dict(seed=0)
