@@ -241,9 +241,9 @@ def _over_subgrids(kernel, inputs, kernel_size, dilation, out_dims):
         for c in range(dilation):
             if dilation == 1:
                 subs, sub_outs = inputs, outs
-            else:  # contiguous copies so the kernels can use flat pixel indices
+            else:  # contiguous sub-grids so the kernels can use flat pixel indices
                 subs = [x[:, r::dilation, c::dilation].contiguous() for x in inputs]
-                sub_outs = [o[:, r::dilation, c::dilation].contiguous() for o in outs]
+                sub_outs = [o.new_zeros(*subs[0].shape[:3], o.shape[-1]) for o in outs]
             rows = _axis_tiles(subs[0].shape[1], kernel_size, _TILE, ref.device)
             cols = _axis_tiles(subs[0].shape[2], kernel_size, _TILE, ref.device)
             row_bytes = (cols.tile_pos.numel() * rows.tile_pos.shape[1] * cols.halo_pos.shape[1] *
