@@ -45,7 +45,8 @@ def _check_tensor(name, x, ref_shape=None):
     if not isinstance(x, Tensor):
         raise TypeError(f'{name} must be a torch.Tensor, got {type(x).__name__}')
     if x.dim() != 5:
-        raise ValueError(f'{name} must be 5-D (batch, heads, H, W, dim), got shape {tuple(x.shape)}')
+        raise ValueError(f'{name} must be 5-D (batch, heads, H, W, dim), '
+                         f'got shape {tuple(x.shape)}')
     if ref_shape is not None and x.shape[:4] != ref_shape:
         raise ValueError(f'{name} has shape {tuple(x.shape)}; its first four dims must match '
                          f'{tuple(ref_shape)} (batch, heads, H, W)')
@@ -133,7 +134,8 @@ def _axis_tiles(length, kernel_size, tile, device):
     halo_first = start[first].clamp(max=length - halo)
     pos = torch.arange(length, device=device)
     tile_of = (pos // tile).clamp(max=n - 1)
-    key_local = start[:, None] + torch.arange(kernel_size, device=device) - halo_first[tile_of, None]
+    offsets = torch.arange(kernel_size, device=device)
+    key_local = start[:, None] + offsets - halo_first[tile_of, None]
     return _AxisTiles(first[:, None] + torch.arange(tile, device=device),
                       halo_first[:, None] + torch.arange(halo, device=device), tile_of,
                       pos - first[tile_of], key_local, 0, length)
@@ -318,7 +320,8 @@ def na2d_qk(q, k, kernel_size, dilation=1, rpb=None):
     _check_tensor('q', q)
     _check_tensor('k', k, q.shape[:4])
     if k.shape[-1] != q.shape[-1]:
-        raise ValueError(f'q and k must have the same head dim, got {q.shape[-1]} and {k.shape[-1]}')
+        raise ValueError(f'q and k must have the same head dim, '
+                         f'got {q.shape[-1]} and {k.shape[-1]}')
     H, W = q.shape[2:4]
     _check_spatial(H, W, kernel_size, dilation)
     _check_rpb(rpb, q.shape[1], kernel_size)
@@ -452,7 +455,8 @@ def _neighborhood_axis(query_pos, key_pos, length, kernel_size, dilation):
     query_group, key_group = query_pos // dilation, key_pos // dilation
     group_len = (length - residue + dilation - 1) // dilation
     start = torch.minimum((query_group - kernel_size // 2).clamp(min=0), group_len - kernel_size)
-    inside = (key_pos % dilation == residue) & (key_group >= start) & (key_group < start + kernel_size)
+    inside = ((key_pos % dilation == residue) & (key_group >= start) &
+              (key_group < start + kernel_size))
     bias_index = (key_group - query_group + kernel_size - 1).clamp(0, 2 * kernel_size - 2)
     return inside, bias_index
 
