@@ -1,8 +1,8 @@
 """Every dependency workaround of the plugin, in one place.
 
-Importing :mod:`mmseg_segman` applies three shims. Each one is inert when the
+Importing :mod:`mmseg_segman` applies four shims. Each one is inert when the
 dependency it patches is complete, and only fills a gap of CPU-only installs or of
-newer torch releases:
+newer torch / setuptools releases:
 
 * :func:`install_mmcv_ext_stub` - ``mmcv-lite`` has no compiled ``mmcv._ext``, which
   ``import mmseg`` needs; calling any missing compiled op raises
@@ -160,7 +160,8 @@ def _numpy_array_globals():
     # for allow-listed types. numpy >= 2 has one class per dtype: list exactly the
     # boolean and numeric ones (no object, void or string dtypes).
     codes = '?' + np.typecodes['AllInteger'] + np.typecodes['AllFloat']
-    for dtype_cls in {type(np.dtype(c)) for c in codes} - {np.dtype}:
+    dtype_classes = {type(np.dtype(c)) for c in codes} - {np.dtype}
+    for dtype_cls in sorted(dtype_classes, key=lambda c: c.__name__):
         pairs.append((dtype_cls, f'{dtype_cls.__module__}.{dtype_cls.__name__}'))
     return pairs
 
