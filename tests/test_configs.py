@@ -211,3 +211,11 @@ def test_dataset_bases_follow_the_papers(name, classes, crop, scale):
     assert steps['LoadAnnotations'].get('reduce_zero_label', False) == (name == 'ade20k')
     test_steps = {t['type']: t for t in cfg.test_pipeline}
     assert test_steps['Resize'] == dict(type='Resize', scale=scale, keep_ratio=True)
+    # ADE20K/COCO-Stuff test at whole images resized to multiples of 32 (all three official
+    # codes); Cityscapes at full resolution with sliding windows.
+    test_types = [t['type'] for t in cfg.test_pipeline]
+    if name == 'cityscapes_1024x1024':
+        assert 'ResizeToMultiple' not in test_types
+    else:
+        assert test_types.index('ResizeToMultiple') == test_types.index('Resize') + 1
+        assert test_steps['ResizeToMultiple']['size_divisor'] == 32

@@ -20,15 +20,5 @@ model = dict(
         drop_path_rate=0.1,
         init_cfg=dict(type='Pretrained', checkpoint=checkpoint)),
     decode_head=dict(in_channels=[96, 240, 384], channels=256, num_classes=150))
-# Like the official AlignResize: resize (not pad) so both sides are multiples of 32.
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(2048, 512), keep_ratio=True),
-    dict(type='ResizeToMultiple', size_divisor=32),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='PackSegInputs')
-]
 train_dataloader = dict(batch_size=4)
-val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
-test_dataloader = val_dataloader
 optim_wrapper = dict(clip_grad=dict(max_norm=35, norm_type=2))

@@ -10,7 +10,7 @@ custom_imports = dict(imports=['mmseg_segman'], allow_failed_imports=False)
 # ImageNet MSCAN-B, MMSeg key format (official files load as well).
 checkpoint = 'https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/segnext/mscan_b_20230227-3ab7d230.pth'  # noqa
 crop_size = (512, 512)
-data_preprocessor = dict(size=crop_size, test_cfg=dict(size_divisor=32))
+data_preprocessor = dict(size=crop_size)
 model = dict(
     data_preprocessor=data_preprocessor,
     backbone=dict(

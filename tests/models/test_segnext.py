@@ -543,7 +543,7 @@ def test_configs_match_the_paper(variant, params, channels, rank, drop_path):
 
 
 def test_config_model_evaluates_deterministically():
-    """Through the real T config: data preprocessor (size_divisor 32),
+    """Through the real T config: data preprocessor,
     whole inference, resize to the original shape; twice the same logits."""
     cfg = Config.fromfile(CONFIGS / 'segnext-t_ade20k.py')
     cfg.model.backbone.init_cfg = None

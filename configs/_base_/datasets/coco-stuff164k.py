@@ -24,6 +24,9 @@ train_pipeline = [
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(2048, 512), keep_ratio=True),
+    # Then to the nearest multiples of 32 (SegMAN's AlignedResize, LRFormer's AlignResize,
+    # SegNeXt's ResizeToMultiple: all three official test pipelines do this).
+    dict(type='ResizeToMultiple', size_divisor=32),
     # Annotations are loaded after Resize: metrics are computed at the original resolution.
     dict(type='LoadAnnotations'),
     dict(type='PackSegInputs')

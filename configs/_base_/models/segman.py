@@ -36,7 +36,6 @@ model = dict(
         loss_decode=dict(
             type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
     train_cfg=dict(),
-    # The model accepts any input size, so test images are not padded or
-    # resized to a multiple of 32 (the official code resizes them,
-    # AlignedResize, which MMSeg 1.x lacks).
+    # Any input size works; the ADE20K/COCO-Stuff test pipelines resize images to
+    # multiples of 32 as the official AlignedResize does.
     test_cfg=dict(mode='whole'))
