@@ -36,14 +36,19 @@ __all__ = [
     'mamba_kernel_call'
 ]
 
-# Chunk length of linear_scan: short enough to keep the cumulative products accurate
-# (rounding grows with the length) and inside the float range for ordinary decays, long enough
-# that the pass over chunk states is small. 16..256 time alike at SegMAN-T stage-1 sizes.
-SCAN_CHUNK = 64
+# Chunk length of the scans: short chunks make the cumulative products cheap (latency-bound
+# cumprod/cumsum along the last dim cost ~1 ns per element at 16..32 steps, twice that at 64)
+# and keep the decay over a chunk within the float range for all but strong decays.
+SCAN_CHUNK = 16
 # A chunk is solved in closed form only if all its cumulative products of decays stay within
 # [2**-100, 2**100]: then P is far from subnormal and b / P far from overflow.
 _PROD_MIN = 2.0**-100
 _PROD_MAX = 2.0**100
+# Recurrences up to this many chunks long are solved step by step (one vectorised operation
+# per step costs less than the closed form's passes when the rows are few).
+_STEPS_MAX = 4
+# exp(x) == exp2(x * log2(e)); exp2 is about twice as fast as exp on CPU.
+_LOG2E = 1.0 / math.log(2.0)
 # softplus(s) == s to float32 precision above this (same threshold as F.softplus).
 _SOFTPLUS_LINEAR = 20.0
 # mamba-ssm's CUDA kernel: supported input dtypes and largest d_state.
@@ -158,100 +163,113 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None,
 # --------------------------------------------------------------------------------------------
 
 
-def _scan_steps(a, b):
-    """x_t = a_t * x_{t-1} + b_t along dim 1 of (k, t) tensors, one vectorised step per t."""
-    a_cols, b_cols = a.t().contiguous(), b.t().contiguous()
-    x = torch.empty_like(b_cols)
-    x[0] = b_cols[0]
-    for t in range(1, x.shape[0]):
-        torch.addcmul(b_cols[t], a_cols[t], x[t - 1], out=x[t])
-    return x.t()
-
-
-def _scan_within_chunks(a, b, x, prod, decaying, in_place):
-    """Solve every chunk from a zero state: (rows, chunks, t) views ``a``, ``b`` -> ``x``.
-
-    Closed form x_t = P_t * sum_{s<=t} b_s / P_s with P the cumulative product of ``a`` inside
-    the chunk (written to ``prod``). Chunks where P leaves [2**-100, 2**100] or the result is
-    not finite are solved again step by step. ``decaying`` (all a <= 1) makes P monotone, so
-    its last entry bounds the whole chunk. ``in_place``: ``x`` is ``b``, and the caller has
-    checked that b / P cannot overflow.
-    """
-    torch.cumprod(a, -1, out=prod)
-    if decaying:
-        bad = ~(prod[..., -1] >= _PROD_MIN)
-    else:
-        lo, hi = prod.aminmax(dim=-1)
-        bad = ~((lo >= _PROD_MIN) & (hi <= _PROD_MAX))
-    redo = None
-    if bad.any():
-        redo = a[bad], b[bad]  # copies, taken before x (maybe b itself) is overwritten
-        # Products below 2**-100 only scale contributions that are 2**-77 below float32
-        # resolution; zero them so that no later pass computes with (very slow) subnormals.
-        prod.masked_fill_(prod < _PROD_MIN, 0.0)
-    torch.div(b, prod, out=x)
-    x.cumsum_(-1)
-    x.mul_(prod)
-    if not in_place:
-        overflow = ~torch.isfinite(x[..., -1]) & ~bad  # |b| so large that b / P overflowed
-        if overflow.any():
-            bad |= overflow
-            redo = a[bad], b[bad]
-    if redo is not None:
-        x[bad] = _scan_steps(*redo)
-
-
-def _closed_form_cannot_overflow(b, chunk):
-    """True if |b| / P summed over ``chunk`` steps stays finite for all P >= 2**-100."""
-    if b.numel() == 0:
-        return True
-    bound = 2.0**(126 + math.log2(_PROD_MIN) - math.ceil(math.log2(chunk)))
-    lo, hi = torch.aminmax(b)
-    return bool((lo > -bound) & (hi < bound))  # False for nan / inf as well
-
-
-def _linear_scan(a, b, chunk, decaying, overwrite_b):
-    """linear_scan; with ``overwrite_b`` the result may be written over ``b``.
-
-    Returns:
-        tuple[Tensor, Tensor]: x, and the buffer of chunk-wise cumulative products (free
-        for the caller to reuse).
-    """
-    rows, length = b.shape
-    in_place = overwrite_b and _closed_form_cannot_overflow(b, chunk)
-    x = b if in_place else torch.empty((rows, length), dtype=b.dtype, device=b.device)
-    prod = torch.empty((rows, length), dtype=b.dtype, device=b.device)
+def _pieces(length, chunk):
+    """(start, stop, chunks, steps) of the run of full chunks and of the partial last chunk."""
     n_full = length // chunk
     main = n_full * chunk
     pieces = [(0, main, n_full, chunk)] if n_full else []
     if main < length:
         pieces.append((main, length, 1, length - main))
-    for start, stop, n, t in pieces:
-        _scan_within_chunks(a[:, start:stop].view(rows, n, t), b[:, start:stop].view(rows, n, t),
-                            x[:, start:stop].view(rows, n, t),
-                            prod[:, start:stop].view(rows, n, t), decaying, in_place)
-    n_chunks = len(range(0, length, chunk))
-    if n_chunks == 1:
-        return x, prod
-    ends = torch.arange(chunk - 1, length + chunk - 1, chunk, device=b.device)
-    ends.clamp_(max=length - 1)  # the last chunk may be partial
-    # state at each chunk end (the gathered copies are free to overwrite)
-    carry, _ = _linear_scan(prod[:, ends], x[:, ends], chunk, decaying, True)
-    if n_full > 1:
-        x[:, chunk:main].view(rows, n_full - 1, chunk).addcmul_(
-            prod[:, chunk:main].view(rows, n_full - 1, chunk), carry[:, :n_full - 1, None])
-    if main < length:
-        x[:, main:].addcmul_(prod[:, main:], carry[:, n_full - 1:n_full])
-    return x, prod
+    return pieces
+
+
+def _piece_views(length, chunk, *tensors):
+    """Per piece of _pieces: (rows, n, t) views of each (rows, length) tensor."""
+    for start, stop, n, t in _pieces(length, chunk):
+        yield [x[:, start:stop].view(x.shape[0], n, t) for x in tensors]
+
+
+def _scan_steps(a, b, reverse=False):
+    """Rows (k, t) solved step by step from a zero state, one vectorised step per t:
+    x_t = a_t * x_{t-1} + b_t, or with ``reverse`` x_t = b_t + a_{t+1} * x_{t+1}."""
+    a_cols, b_cols = a.t().contiguous(), b.t().contiguous()
+    x = torch.empty_like(b_cols)
+    last = x.shape[0] - 1
+    if reverse:
+        x[last] = b_cols[last]
+        for t in range(last - 1, -1, -1):
+            torch.addcmul(b_cols[t], a_cols[t + 1], x[t + 1], out=x[t])
+    else:
+        x[0] = b_cols[0]
+        for t in range(1, last + 1):
+            torch.addcmul(b_cols[t], a_cols[t], x[t - 1], out=x[t])
+    return x.t()
+
+
+def _linear_scan(a, b, chunk, decaying, out=None, prod=None):
+    """linear_scan into optional buffers: ``out`` for x (may be ``b`` itself), ``prod`` for the
+    cumulative products of ``a`` inside each chunk.
+
+    Returns:
+        tuple | None: (x, prod, chunks), where ``chunks`` holds per piece of :func:`_pieces`
+        the chunks' total products and which chunks were solved step by step, for
+        :func:`_reverse_linear_scan` (None if the whole recurrence was solved step by step,
+        and then ``prod`` is unset). None if ``out`` is ``b`` and |b| / P overflowed: b is
+        then spoiled and the caller must start again with a separate ``out``.
+    """
+    rows, length = b.shape
+    if length <= _STEPS_MAX * chunk:  # short: one vectorised step per token is cheaper
+        x = _scan_steps(a, b)
+        return (x.contiguous() if out is None else out.copy_(x)), prod, None
+    in_place = out is b
+    x = torch.empty((rows, length), dtype=b.dtype, device=b.device) if out is None else out
+    if prod is None:
+        prod = torch.empty((rows, length), dtype=b.dtype, device=b.device)
+    ends, chunks, pending = [], [], []
+    for a3, b3, x3, p3 in _piece_views(length, chunk, a, b, x, prod):
+        # each chunk from a zero state: x_t = P_t * sum_{s<=t} b_s / P_s
+        torch.cumprod(a3, -1, out=p3)
+        p_end = p3[..., -1].contiguous()
+        if decaying:  # all a <= 1: the products fall, so the last one bounds the chunk
+            bad = ~(p_end >= _PROD_MIN)
+        else:
+            lo, hi = p3.aminmax(dim=-1)
+            bad = ~((lo >= _PROD_MIN) & (hi <= _PROD_MAX))
+        local = None
+        if bad.any():
+            local = _scan_steps(a3[bad], b3[bad])  # taken before x (maybe b) is overwritten
+            # Products below 2**-100 only scale contributions 2**-77 below float32 resolution;
+            # zero them so that no later pass computes with (very slow) subnormals.
+            p3.masked_fill_(p3 < _PROD_MIN, 0.0)
+        torch.div(b3, p3, out=x3)
+        x3.cumsum_(-1)
+        end = x3[..., -1] * p_end
+        overflow = ~torch.isfinite(end) & ~bad  # |b| so large that b / P overflowed
+        if overflow.any():
+            if in_place:
+                return None
+            bad |= overflow
+            local = _scan_steps(a3[bad], b3[bad])
+        if local is not None:
+            end[bad] = local[:, -1]
+        ends.append(end)
+        chunks.append((p_end, bad))
+        pending.append((x3, p3, bad, local))
+    # state entering each chunk: the chunk ends form a recurrence of length l / chunk
+    end = torch.cat(ends, 1)
+    incoming = torch.zeros_like(end)
+    if end.shape[1] > 1:
+        p_end = torch.cat([p for p, _ in chunks], 1)
+        incoming[:, 1:] = _linear_scan(p_end[:, :-1], end[:, :-1], chunk, decaying)[0]
+    col = 0
+    for x3, p3, bad, local in pending:
+        inc = incoming[:, col:col + x3.shape[1]]
+        col += x3.shape[1]
+        x3.add_(inc[..., None]).mul_(p3)  # x_t = P_t * (state in + sum_{s<=t} b_s / P_s)
+        if local is not None:
+            x3[bad] = torch.addcmul(local, p3[bad], inc[bad][:, None])
+    return x, prod, chunks
 
 
 def linear_scan(a, b, chunk=None, decaying=False):
     """Solve x_t = a_t * x_{t-1} + b_t (x_{-1} = 0) along the last dim of 2-D tensors.
 
-    Each chunk of ``chunk`` steps is solved from a zero state (``_scan_within_chunks``); the
-    states at chunk ends then form a recurrence of length l / chunk that is solved by the same
-    function, and each chunk adds its incoming state times its cumulative decay. Any decay is
-    handled: chunks whose products leave the float range are solved step by step.
+    Each chunk of ``chunk`` steps is first solved from a zero state in closed form,
+    x_t = P_t * sum_{s<=t} b_s / P_s with P the cumulative product of ``a`` inside the chunk;
+    chunks where P leaves [2**-100, 2**100] (or b / P overflows) are solved step by step
+    instead, so any decay keeps float precision. The states at chunk ends then form a
+    recurrence of length l / chunk, solved by the same function, and every chunk adds its
+    incoming state times P. Recurrences of at most 4 chunks are solved step by step.
 
     Args:
         a (Tensor): (rows, l) coefficients >= 0 (decays exp(dt * A)).
@@ -262,30 +280,74 @@ def linear_scan(a, b, chunk=None, decaying=False):
     Returns:
         Tensor: (rows, l) states x, contiguous.
     """
-    return _linear_scan(a, b, SCAN_CHUNK if chunk is None else chunk, decaying, False)[0]
+    return _linear_scan(a, b, SCAN_CHUNK if chunk is None else chunk, decaying)[0]
 
 
-def _reverse_decayed_scan(a, g, decaying):
-    """rho_t = a_t * (g_t + rho_{t+1}) (rho_l = 0): the adjoint of linear_scan, times ``a``.
+def _reverse_linear_scan(a, prod, chunks, g, chunk, decaying, out=None):
+    """The adjoint of linear_scan: lam_t = g_t + a_{t+1} * lam_{t+1} (lam past the end = 0).
 
-    The adjoint lam_t = g_t + a_{t+1} * lam_{t+1} is ``g_t + rho_{t+1}``; rho itself satisfies a
-    recurrence with coefficient a_t at the same step, so it is linear_scan of the time-reversed
-    inputs (a, a * g) without any shift.
+    ``prod`` and ``chunks`` come from the :func:`_linear_scan` of ``a`` (same ``chunk``).
+    Inside a chunk lam_t = (S_t + P_end * R_next) / P_t, where S_t = sum_{s>=t} P_s g_s (suffix
+    sums as one matrix product with a triangular matrix of ones: no flip) and R_next is
+    a * lam at the start of the next chunk. R satisfies the chunk-level recurrence
+    R_c = P_end,c * R_{c+1} + S_0,c, solved by linear_scan over the reversed chunk sequence.
+    Chunks that linear_scan solved step by step are solved step by step here too.
+
+    Args:
+        out (Tensor, optional): buffer for g * P; may be ``g`` itself.
 
     Returns:
-        tuple[Tensor, list[Tensor]]: rho (rows, l), and at least three (rows, l) buffers that
-        are no longer needed, for the caller to reuse.
+        tuple | None: lam (rows, l), and a (rows, l) buffer that is free again. None if
+        ``out`` is ``g`` and g * P overflowed (the caller must start again).
     """
-    a_rev = a.flip(-1)
-    inp_rev = g.flip(-1).mul_(a_rev)
-    rho_rev, prod = _linear_scan(a_rev, inp_rev, SCAN_CHUNK, decaying, True)
-    spare = [a_rev, prod, rho_rev] + ([] if rho_rev is inp_rev else [inp_rev])
-    return rho_rev.flip(-1), spare
-
-
-def _carve(buffers, like):
-    """A tensor shaped like ``like`` on the storage of the next spare buffer."""
-    return buffers.pop().view(-1)[:like.numel()].view(like.shape)
+    rows, length = g.shape
+    if chunks is None:  # solved step by step in the forward: likewise
+        lam = _scan_steps(a, g, reverse=True).contiguous()
+        return lam, (out if out is not None else torch.empty_like(lam))
+    in_place = out is g
+    w = torch.empty((rows, length), dtype=g.dtype, device=g.device) if out is None else out
+    lam = torch.empty((rows, length), dtype=g.dtype, device=g.device)
+    starts, pending = [], []
+    for (a3, p3, g3, w3, l3), (p_end, bad) in zip(
+            _piece_views(length, chunk, a, prod, g, w, lam), chunks):
+        local = _scan_steps(a3[bad], g3[bad], reverse=True) if bad.any() else None
+        torch.mul(g3, p3, out=w3)
+        suffix = torch.ones(l3.shape[-1], l3.shape[-1], dtype=g.dtype, device=g.device).tril_()
+        if l3.is_contiguous():
+            torch.matmul(w3, suffix, out=l3)
+        else:  # partial last chunk
+            l3.copy_(torch.matmul(w3, suffix))
+        start = l3[..., 0].contiguous()  # S_0 = a_0 * lam_0 of the chunk on its own
+        overflow = ~torch.isfinite(start) & ~bad  # |g| so large that g * P overflowed
+        if overflow.any():
+            if in_place:
+                return None
+            bad = bad | overflow
+            local = _scan_steps(a3[bad], g3[bad], reverse=True)
+        if local is not None:
+            start[bad] = a3[bad][:, 0] * local[:, 0]
+        starts.append(start)
+        pending.append((a3, p3, l3, bad, local))
+    start = torch.cat(starts, 1)
+    nxt = torch.zeros_like(start)  # R_{c+1}: a * lam at the start of the next chunk
+    p_end = torch.cat([p for p, _ in chunks], 1)
+    if start.shape[1] > 1:
+        nxt[:, :-1] = _linear_scan(p_end[:, 1:].flip(1), start[:, 1:].flip(1), chunk,
+                                   decaying)[0].flip(1)
+    incoming = p_end.mul_(nxt)
+    col = 0
+    for a3, p3, l3, bad, local in pending:
+        n = l3.shape[1]
+        inc, nxt_piece = incoming[:, col:col + n], nxt[:, col:col + n]
+        col += n
+        l3.add_(inc[..., None]).div_(p3)
+        if local is not None:
+            # prod_{t<r<end} a_r, directly for the chunks solved step by step
+            a_bad = a3[bad]
+            after = torch.ones_like(a_bad)
+            after[:, :-1] = a_bad[:, 1:].flip(1).cumprod(1).flip(1)
+            l3[bad] = torch.addcmul(local, after, nxt_piece[bad][:, None])
+    return lam, w
 
 
 # --------------------------------------------------------------------------------------------
@@ -293,13 +355,24 @@ def _carve(buffers, like):
 # --------------------------------------------------------------------------------------------
 
 
-def _softplus(s):
-    """F.softplus(s) from vectorised exp/log1p (several times faster on CPU); ``s`` is consumed."""
-    if s.numel() == 0 or s.max() <= _SOFTPLUS_LINEAR:
-        return s.exp_().log1p_()
-    # log1p(exp(min(s, 20))) + max(s - 20, 0): exact below 20, s (to rounding) above.
-    excess = (s - _SOFTPLUS_LINEAR).clamp_min_(0)
-    return s.clamp_max_(_SOFTPLUS_LINEAR).exp_().log1p_().add_(excess)
+def _softplus_exp2(s2, keep_exp):
+    """softplus(s) from ``s2`` = s * log2(e) (consumed): log1p(exp2(s2)) from vectorised exp2 and
+    log1p (several times faster than F.softplus on CPU), linear above s = 20 like F.softplus.
+
+    Returns:
+        tuple[Tensor, Tensor | None]: softplus(s), and with ``keep_exp`` exp(min(s, 20)),
+        from which the backward forms softplus'(s) = e / (1 + e).
+    """
+    limit = _SOFTPLUS_LINEAR * _LOG2E
+    excess = None
+    if s2.numel() and s2.max() > limit:  # log1p(exp(min(s, 20))) + max(s - 20, 0)
+        excess = (s2 - limit).clamp_min_(0).div_(_LOG2E)
+        s2.clamp_max_(limit)
+    e = s2.exp2_()
+    dt = torch.log1p(e, out=torch.empty_like(e)) if keep_exp else e.log1p_()
+    if excess is not None:
+        dt.add_(excess)
+    return dt, (e if keep_exp else None)
 
 
 def _reduce_to(t, shape):
@@ -308,13 +381,18 @@ def _reduce_to(t, shape):
     return t.sum(dims, keepdim=True) if dims else t.clone()
 
 
-class _SelectiveScanChunked(torch.autograd.Function):
-    """Forward with linear_scan, backward with its adjoint (the same scan in reverse).
+def _new(shape, like):
+    return torch.empty(shape, dtype=like.dtype, device=like.device)
 
-    Saves the states x, the decays exp(dt * A) (both (b, d, n, l)) and dt (b, d, l) for the
-    backward, so that the backward needs no transcendental except one sigmoid. Large
-    temporaries are reused in place where possible: on CPU every fresh multi-megabyte
-    buffer costs page faults that take longer than the arithmetic on it.
+
+class _SelectiveScanChunked(torch.autograd.Function):
+    """Forward with linear_scan, backward with its adjoint _reverse_linear_scan.
+
+    Saves for the backward the states x, the decays a = exp(dt * A), their within-chunk
+    products (all (b, d, n, l)), dt and, with softplus, exp(delta + delta_bias) ((b, d, l)), so
+    that the backward needs no transcendental function at all. Large temporaries are reused in
+    place where possible: on CPU every fresh multi-megabyte buffer costs page faults that take
+    about as long as an arithmetic pass over it.
     """
 
     @staticmethod
@@ -324,46 +402,55 @@ class _SelectiveScanChunked(torch.autograd.Function):
         n = A.shape[1]
         uc = u.to(ct)
         Ac = A.to(ct)
-        # dt must be contiguous (its products are viewed per group) and private when softplus
-        # overwrites it.
+        training = any(ctx.needs_input_grad[:8])
+        # dt in a private contiguous buffer, pre-scaled by log2(e) when softplus (via exp2) follows
+        scale = _LOG2E if delta_softplus else 1.0
+        dt = _new(u.shape, uc)
         if delta_bias is not None:
-            dt = (delta.to(ct) + delta_bias.to(ct)[:, None]).contiguous()
-        elif delta_softplus:
-            dt = delta.to(ct, memory_format=torch.contiguous_format, copy=True)
+            torch.add(delta_bias.to(ct)[:, None] * scale, delta.to(ct), alpha=scale, out=dt)
         else:
-            dt = delta.to(ct).contiguous()
+            torch.mul(delta.to(ct), scale, out=dt)
+        e = None
         if delta_softplus:
-            dt = _softplus(dt)
+            dt, e = _softplus_exp2(dt, keep_exp=training)
+        # decays exp(dt * A) = exp2(dt * A * log2(e)): (b, d, n, l)
+        a = torch.mul(dt.unsqueeze(2), Ac[:, :, None] * _LOG2E,
+                      out=_new((bsz, d, n, length), uc)).exp2_()
         Bv, gB = _bc_view(B.to(ct))
         Cv, gC = _bc_view(C.to(ct))
-        dtu = torch.mul(dt, uc, out=torch.empty_like(dt)).unsqueeze(2)  # (b, d, 1, l)
-        training = any(ctx.needs_input_grad[:8])
-        if n == 1 and not training:  # dt is not needed any more: overwrite it
-            decay = dt.unsqueeze(2).mul_(Ac[:, :, None]).exp_()
-        else:
-            decay = torch.mul(dt.unsqueeze(2), Ac[:, :, None]).exp_()  # (b, d, n, l)
-        if n == 1:
-            inp = dtu
-            _grouped(inp, gB).mul_(Bv)
-        else:
-            inp = torch.mul(_grouped(dtu, gB), Bv).view(bsz, d, n, length)
+
+        def scan_input(out):  # dt * B * u: (b, d, n, l)
+            dtu = torch.mul(dt, uc, out=out[:, :, 0] if n == 1 else None).unsqueeze(2)
+            if n == 1:
+                return _grouped(dtu, gB).mul_(Bv).view(out.shape)
+            return torch.mul(_grouped(dtu, gB), Bv, out=_grouped(out, gB)).view(out.shape)
+
+        inp = scan_input(_new((bsz, d, n, length), uc))
         decaying = delta_softplus and bool((Ac <= 0).all())
-        x, spare = _linear_scan(decay.view(-1, length), inp.view(-1, length), SCAN_CHUNK,
-                                decaying, True)
+        # without a backward, dt's buffer is free now: it takes the products
+        prod = dt.view(-1, length) if n == 1 and not training else None
+        flat = inp.view(-1, length)
+        res = _linear_scan(a.view(-1, length), flat, SCAN_CHUNK, decaying, out=flat, prod=prod)
+        if res is None:  # |dt * B * u| so large that the closed form overflowed in place
+            inp = scan_input(inp)
+            res = _linear_scan(a.view(-1, length), inp.view(-1, length), SCAN_CHUNK, decaying,
+                               prod=prod)
+        x, prod, chunks = res
         x = x.view(bsz, d, n, length)
-        if n == 1:  # y = x * C, written over the no longer needed products
-            y = torch.mul(_grouped(x, gC), Cv, out=_grouped(spare.view_as(x), gC))
+        if n == 1:  # y = x * C, written over the decays unless the backward needs them
+            y = a if not training else torch.empty_like(x)
+            torch.mul(_grouped(x, gC), Cv, out=_grouped(y, gC))
             y = y.view(bsz, d, length)
         else:
             y = torch.mul(_grouped(x, gC), Cv).view(bsz, d, n, length).sum(2)
-        del inp, spare
         if D is not None:
             y.addcmul_(uc, D.to(ct)[:, None])
         out = y if z is None else y * F.silu(z.to(ct))
         if training:
             ctx.delta_softplus = delta_softplus
             ctx.decaying = decaying
-            ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, dt, decay, x,
+            ctx.chunks = chunks  # small: chunk totals and step-by-step flags
+            ctx.save_for_backward(u, A, B, C, D, z, dt, e, a, prod, x,
                                   y if z is not None else None)
         out = out.to(u.dtype)
         if return_last_state:
@@ -372,7 +459,7 @@ class _SelectiveScanChunked(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout, dlast=None):
-        u, delta, A, B, C, D, z, delta_bias, dt, decay, x, y = ctx.saved_tensors
+        u, A, B, C, D, z, dt, e, a, prod, x, y = ctx.saved_tensors
         need = ctx.needs_input_grad
         ct = dt.dtype
         bsz, d, length = u.shape
@@ -381,7 +468,7 @@ class _SelectiveScanChunked(torch.autograd.Function):
         Ac = A.to(ct)
         Bv, gB = _bc_view(B.to(ct))
         Cv, gC = _bc_view(C.to(ct))
-        g = dout.to(ct).contiguous()  # autograd may pass expanded or strided gradients
+        g = dout.to(ct).contiguous()  # may be dout itself: read only
         dz = None
         if z is not None:
             zc = z.to(ct)
@@ -389,7 +476,7 @@ class _SelectiveScanChunked(torch.autograd.Function):
             if need[6]:
                 # d silu(z) / dz = sig(z) * (1 + z * (1 - sig(z)))
                 dz = (g * y * sig_z * (1 + zc * (1 - sig_z))).to(z.dtype)
-            g = torch.mul(g, zc, out=torch.empty_like(g)).mul_(sig_z)  # keeps g contiguous
+            g = torch.mul(g, zc, out=torch.empty_like(g)).mul_(sig_z)
         dD = None if D is None or not need[5] else torch.einsum('bdl,bdl->d', g, uc).to(D.dtype)
         g5 = _grouped(g, gC)[:, :, :, None]  # (b, g, d/g, 1, l)
         work = torch.empty_like(x)
@@ -401,44 +488,50 @@ class _SelectiveScanChunked(torch.autograd.Function):
         torch.mul(g5, Cv, out=work5)  # gradient reaching the states directly
         if dlast is not None:
             work[..., -1] += dlast.to(ct)
-        rho, spare = _reverse_decayed_scan(decay.view(-1, length), work.view(-1, length),
-                                           ctx.decaying)
-        rho = rho.view(bsz, d, n, length)
-        lam = work  # lam_t = g_t C_t + rho_{t+1}: total gradient of x_t
-        lam[..., :-1] += rho[..., 1:]
-        # gradient of log(decay_t) = dt_t * A: lam_t * decay_t * x_{t-1} = rho_t * x_{t-1}
-        w = rho[..., 1:].mul_(x[..., :-1])  # (b, d, n, l-1)
-        dA = None if not need[2] else torch.einsum('bdnl,bdl->dn', w, dt[..., 1:]).to(A.dtype)
+        flat = work.view(-1, length)
+        if prod is not None:
+            prod = prod.view(-1, length)
+        res = _reverse_linear_scan(a.view(-1, length), prod, ctx.chunks, flat,
+                                   SCAN_CHUNK, ctx.decaying, out=flat)
+        if res is None:  # |g * C| so large that the closed form overflowed in place
+            torch.mul(g5, Cv, out=work5)
+            if dlast is not None:
+                work[..., -1] += dlast.to(ct)
+            res = _reverse_linear_scan(a.view(-1, length), prod, ctx.chunks, flat, SCAN_CHUNK,
+                                       ctx.decaying)
+        lam, spare = res
+        lam = lam.view(bsz, d, n, length)  # total gradient of each state x_t
+        # gradient of log(a_t) = dt_t * A: w_t = lam_t * a_t * x_{t-1}
+        w = torch.mul(lam, a, out=spare.view_as(lam))
+        w[..., 1:].mul_(x[..., :-1])
+        w[..., 0] = 0
+        dA = None if not need[2] else torch.einsum('bdnl,bdl->dn', w, dt).to(A.dtype)
         # x_t depends on dt_t through the input dt * B * u and through the decay.
+        dtu = torch.mul(dt, uc, out=torch.empty_like(dt))
         dB = None
         if need[3]:
-            dtu5 = _grouped(torch.mul(dt, uc, out=_carve(spare, dt)).unsqueeze(2), gB)
-            prod = dtu5.mul_(_grouped(lam, gB)) if n == 1 else dtu5 * _grouped(lam, gB)
-            dB = _reduce_to(prod, Bv.shape).view(B.shape).to(B.dtype)
+            dtu5 = _grouped(dtu.unsqueeze(2), gB)
+            lam_dtu = torch.mul(dtu5, _grouped(lam, gB))
+            dB = _reduce_to(lam_dtu, Bv.shape).view(B.shape).to(B.dtype)
+            del lam_dtu
         if n == 1:
             lam_B = _grouped(lam, gB).mul_(Bv).view(bsz, d, length)
         else:
             lam_B = torch.mul(_grouped(lam, gB), Bv).view(bsz, d, n, length).sum(2)
-        # (with d_state > 1 a spare buffer is n times larger than du: do not pin it)
-        du = torch.mul(lam_B, dt, out=_carve(spare, dt)) if n == 1 else lam_B * dt
+        du = torch.mul(lam_B, dt, out=dtu)
         if D is not None:
             du.addcmul_(g, D.to(ct)[:, None])
         ddt = lam_B.mul_(uc)
         if n == 1:
-            ddt[..., 1:].addcmul_(w.squeeze(2), Ac)
+            ddt.addcmul_(w.squeeze(2), Ac)
         else:
-            ddt[..., 1:] += torch.einsum('bdnl,dn->bdl', w, Ac)
-        if ctx.delta_softplus:
-            s = _carve(spare, dt)
-            if delta_bias is None:
-                s.copy_(delta)
-            else:
-                torch.add(delta.to(ct), delta_bias.to(ct)[:, None], out=s)
-            ddt.mul_(s.sigmoid_())
+            ddt += torch.einsum('bdnl,dn->bdl', w, Ac)
+        if ctx.delta_softplus:  # softplus'(s) = sigmoid(s) = e / (1 + e)
+            ddt.mul_(e).div_(torch.add(e, 1.0, out=spare.view(-1)[:e.numel()].view_as(e)))
         ddelta_bias = None
-        if delta_bias is not None and need[7]:
-            ddelta_bias = ddt.sum((0, 2)).to(delta_bias.dtype)
-        return (du.to(u.dtype), ddt.to(delta.dtype), dA, dB, dC, dD, dz, ddelta_bias, None, None)
+        if need[7]:
+            ddelta_bias = ddt.sum((0, 2)).to(A.dtype)
+        return (du.to(u.dtype), ddt.to(u.dtype), dA, dB, dC, dD, dz, ddelta_bias, None, None)
 
 
 def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None,

@@ -176,10 +176,11 @@ def test_chunked_and_reference_match_float64(length, d_state, groups, constant_b
 
 
 def test_chunked_gradcheck_float64(monkeypatch):
-    """Analytic gradients of every input vs finite differences, with 3-step chunks so the
-    chunk-state recursion and the partial last chunk are inside the checked function."""
+    """Analytic gradients of every input vs finite differences, with 3-step chunks so that
+    two levels of chunk-state recursion (40 steps -> 14 chunks -> 5) and the partial last
+    chunk are inside the checked function."""
     monkeypatch.setattr(ss, 'SCAN_CHUNK', 3)
-    inputs = make_inputs(batch=1, channels=4, length=11, d_state=2, groups=2)
+    inputs = make_inputs(batch=1, channels=4, length=40, d_state=2, groups=2)
     args = [inputs[k].clone().requires_grad_() for k in NAMES]
 
     def fn(*tensors):
