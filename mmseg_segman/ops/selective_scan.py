@@ -355,24 +355,16 @@ def _reverse_linear_scan(a, prod, chunks, g, chunk, decaying, out=None):
 # --------------------------------------------------------------------------------------------
 
 
-def _softplus_exp2(s2, keep_exp):
-    """softplus(s) from ``s2`` = s * log2(e) (consumed): log1p(exp2(s2)) from vectorised exp2 and
-    log1p (several times faster than F.softplus on CPU), linear above s = 20 like F.softplus.
-
-    Returns:
-        tuple[Tensor, Tensor | None]: softplus(s), and with ``keep_exp`` exp(min(s, 20)),
-        from which the backward forms softplus'(s) = e / (1 + e).
-    """
+def _softplus_exp2(s2):
+    """softplus(s) from ``s2`` = s * log2(e), in place: log1p(exp2(s2)) from vectorised exp2
+    and log1p (several times faster than F.softplus on CPU), linear above s = 20 like
+    F.softplus."""
     limit = _SOFTPLUS_LINEAR * _LOG2E
-    excess = None
-    if s2.numel() and s2.max() > limit:  # log1p(exp(min(s, 20))) + max(s - 20, 0)
-        excess = (s2 - limit).clamp_min_(0).div_(_LOG2E)
-        s2.clamp_max_(limit)
-    e = s2.exp2_()
-    dt = torch.log1p(e, out=torch.empty_like(e)) if keep_exp else e.log1p_()
-    if excess is not None:
-        dt.add_(excess)
-    return dt, (e if keep_exp else None)
+    if s2.numel() == 0 or s2.max() <= limit:
+        return s2.exp2_().log1p_()
+    # log1p(exp(min(s, 20))) + max(s - 20, 0)
+    excess = (s2 - limit).clamp_min_(0).div_(_LOG2E)
+    return s2.clamp_max_(limit).exp2_().log1p_().add_(excess)
 
 
 def _reduce_to(t, shape):
@@ -385,14 +377,18 @@ def _new(shape, like):
     return torch.empty(shape, dtype=like.dtype, device=like.device)
 
 
+def _as(buffer, shape):
+    """A tensor of ``shape`` on the (at least as large) contiguous ``buffer``'s storage."""
+    return buffer.view(-1)[:math.prod(shape)].view(shape)
+
+
 class _SelectiveScanChunked(torch.autograd.Function):
     """Forward with linear_scan, backward with its adjoint _reverse_linear_scan.
 
-    Saves for the backward the states x, the decays a = exp(dt * A), their within-chunk
-    products (all (b, d, n, l)), dt and, with softplus, exp(delta + delta_bias) ((b, d, l)), so
-    that the backward needs no transcendental function at all. Large temporaries are reused in
-    place where possible: on CPU every fresh multi-megabyte buffer costs page faults that take
-    about as long as an arithmetic pass over it.
+    Saves dt (b, d, l), the decays a = exp(dt * A) and the states x ((b, d, n, l) each) for the
+    backward, which recomputes the within-chunk products of a and the softplus derivative.
+    Large temporaries are reused in place where possible: on CPU a fresh multi-megabyte buffer
+    costs page faults that take longer than an arithmetic pass over it.
     """
 
     @staticmethod
@@ -403,16 +399,15 @@ class _SelectiveScanChunked(torch.autograd.Function):
         uc = u.to(ct)
         Ac = A.to(ct)
         training = any(ctx.needs_input_grad[:8])
-        # dt in a private contiguous buffer, pre-scaled by log2(e) when softplus (via exp2) follows
+        dt = _new(u.shape, uc)  # private and contiguous: rewritten in place
+        # pre-scaled by log2(e) when softplus (through exp2) follows
         scale = _LOG2E if delta_softplus else 1.0
-        dt = _new(u.shape, uc)
         if delta_bias is not None:
             torch.add(delta_bias.to(ct)[:, None] * scale, delta.to(ct), alpha=scale, out=dt)
         else:
             torch.mul(delta.to(ct), scale, out=dt)
-        e = None
         if delta_softplus:
-            dt, e = _softplus_exp2(dt, keep_exp=training)
+            dt = _softplus_exp2(dt)
         # decays exp(dt * A) = exp2(dt * A * log2(e)): (b, d, n, l)
         a = torch.mul(dt.unsqueeze(2), Ac[:, :, None] * _LOG2E,
                       out=_new((bsz, d, n, length), uc)).exp2_()
@@ -437,20 +432,24 @@ class _SelectiveScanChunked(torch.autograd.Function):
                                prod=prod)
         x, prod, chunks = res
         x = x.view(bsz, d, n, length)
-        if n == 1:  # y = x * C, written over the decays unless the backward needs them
-            y = a if not training else torch.empty_like(x)
+        if n == 1:  # y = x * C over a free buffer: the products (training) or the decays
+            if training:
+                y = torch.empty_like(x) if prod is None else _as(prod, x.shape)
+            else:
+                y = a
             torch.mul(_grouped(x, gC), Cv, out=_grouped(y, gC))
             y = y.view(bsz, d, length)
         else:
             y = torch.mul(_grouped(x, gC), Cv).view(bsz, d, n, length).sum(2)
+        del prod
         if D is not None:
             y.addcmul_(uc, D.to(ct)[:, None])
         out = y if z is None else y * F.silu(z.to(ct))
         if training:
             ctx.delta_softplus = delta_softplus
             ctx.decaying = decaying
-            ctx.chunks = chunks  # small: chunk totals and step-by-step flags
-            ctx.save_for_backward(u, A, B, C, D, z, dt, e, a, prod, x,
+            ctx.chunks = chunks  # small: chunk totals and which chunks went step by step
+            ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, dt, a, x,
                                   y if z is not None else None)
         out = out.to(u.dtype)
         if return_last_state:
@@ -459,7 +458,7 @@ class _SelectiveScanChunked(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout, dlast=None):
-        u, A, B, C, D, z, dt, e, a, prod, x, y = ctx.saved_tensors
+        u, delta, A, B, C, D, z, delta_bias, dt, a, x, y = ctx.saved_tensors
         need = ctx.needs_input_grad
         ct = dt.dtype
         bsz, d, length = u.shape
@@ -485,35 +484,40 @@ class _SelectiveScanChunked(torch.autograd.Function):
         if need[4]:
             dC = _reduce_to(torch.mul(_grouped(x, gC), g5, out=work5), Cv.shape)
             dC = dC.view(C.shape).to(C.dtype)
-        torch.mul(g5, Cv, out=work5)  # gradient reaching the states directly
-        if dlast is not None:
-            work[..., -1] += dlast.to(ct)
-        flat = work.view(-1, length)
-        if prod is not None:
-            prod = prod.view(-1, length)
-        res = _reverse_linear_scan(a.view(-1, length), prod, ctx.chunks, flat,
-                                   SCAN_CHUNK, ctx.decaying, out=flat)
-        if res is None:  # |g * C| so large that the closed form overflowed in place
+
+        def state_gradient():  # the gradient reaching the states directly
             torch.mul(g5, Cv, out=work5)
             if dlast is not None:
                 work[..., -1] += dlast.to(ct)
-            res = _reverse_linear_scan(a.view(-1, length), prod, ctx.chunks, flat, SCAN_CHUNK,
-                                       ctx.decaying)
+            return work.view(-1, length)
+
+        # the forward's within-chunk products again, in the buffer that later takes du
+        du_buf = torch.empty_like(x)
+        prod = du_buf.view(-1, length)
+        if ctx.chunks is not None:
+            for a3, p3 in _piece_views(length, SCAN_CHUNK, a.view(-1, length), prod):
+                torch.cumprod(a3, -1, out=p3)
+        flat = state_gradient()
+        res = _reverse_linear_scan(a.view(-1, length), prod, ctx.chunks, flat, SCAN_CHUNK,
+                                   ctx.decaying, out=flat)
+        if res is None:  # |g * C| so large that the closed form overflowed in place
+            res = _reverse_linear_scan(a.view(-1, length), prod, ctx.chunks, state_gradient(),
+                                       SCAN_CHUNK, ctx.decaying)
         lam, spare = res
         lam = lam.view(bsz, d, n, length)  # total gradient of each state x_t
+        spare = spare.view_as(lam)
+        # x_t depends on dt_t through the input dt * B * u and through the decay.
+        dtu = torch.mul(dt, uc, out=_as(du_buf, dt.shape))
+        dB = None
+        if need[3]:
+            lam_dtu = torch.mul(_grouped(dtu.unsqueeze(2), gB), _grouped(lam, gB),
+                                out=_grouped(spare, gB))
+            dB = _reduce_to(lam_dtu, Bv.shape).view(B.shape).to(B.dtype)
         # gradient of log(a_t) = dt_t * A: w_t = lam_t * a_t * x_{t-1}
-        w = torch.mul(lam, a, out=spare.view_as(lam))
+        w = torch.mul(lam, a, out=spare)
         w[..., 1:].mul_(x[..., :-1])
         w[..., 0] = 0
         dA = None if not need[2] else torch.einsum('bdnl,bdl->dn', w, dt).to(A.dtype)
-        # x_t depends on dt_t through the input dt * B * u and through the decay.
-        dtu = torch.mul(dt, uc, out=torch.empty_like(dt))
-        dB = None
-        if need[3]:
-            dtu5 = _grouped(dtu.unsqueeze(2), gB)
-            lam_dtu = torch.mul(dtu5, _grouped(lam, gB))
-            dB = _reduce_to(lam_dtu, Bv.shape).view(B.shape).to(B.dtype)
-            del lam_dtu
         if n == 1:
             lam_B = _grouped(lam, gB).mul_(Bv).view(bsz, d, length)
         else:
@@ -526,12 +530,18 @@ class _SelectiveScanChunked(torch.autograd.Function):
             ddt.addcmul_(w.squeeze(2), Ac)
         else:
             ddt += torch.einsum('bdnl,dn->bdl', w, Ac)
-        if ctx.delta_softplus:  # softplus'(s) = sigmoid(s) = e / (1 + e)
-            ddt.mul_(e).div_(torch.add(e, 1.0, out=spare.view(-1)[:e.numel()].view_as(e)))
+        if ctx.delta_softplus:  # softplus'(s) = sigmoid(s), over w's buffer
+            s = _as(spare, dt.shape)
+            if delta_bias is None:
+                s.copy_(delta)
+            else:
+                torch.add(delta.to(ct), delta_bias.to(ct)[:, None], out=s)
+            ddt.mul_(s.sigmoid_())
         ddelta_bias = None
-        if need[7]:
-            ddelta_bias = ddt.sum((0, 2)).to(A.dtype)
-        return (du.to(u.dtype), ddt.to(u.dtype), dA, dB, dC, dD, dz, ddelta_bias, None, None)
+        if delta_bias is not None and need[7]:
+            ddelta_bias = ddt.sum((0, 2)).to(delta_bias.dtype)
+        return (du.to(u.dtype), ddt.to(delta.dtype), dA, dB, dC, dD, dz, ddelta_bias, None,
+                None)
 
 
 def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None,
