@@ -9,7 +9,7 @@
 #   the toy model is small, and extra threads only contend with the data workers).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CONFIG="${QUICKSTART_CONFIG:-configs/toy/fcn-r18-narrow_toy.py}"
+CONFIG="${QUICKSTART_CONFIG:-configs/toy/segman-t_toy.py}"
 WORK_DIR="${QUICKSTART_WORK_DIR:-work_dirs/quickstart}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 
