@@ -39,3 +39,24 @@ def golden_dir():
             pytest.fail(reason + ' (CI is set)')
         pytest.skip(reason)
     return root
+
+
+@pytest.fixture(scope='session')
+def load_golden(golden_dir):
+    """``load_golden('segman-t.pt')``: the golden dict (loaded weights-only, once per session)."""
+    import torch
+
+    cache = {}
+
+    def load(name):
+        if name not in cache:
+            path = golden_dir / name
+            if not path.is_file():
+                reason = f'golden file {path} is missing'
+                if os.environ.get('CI'):
+                    pytest.fail(reason + ' (CI is set)')
+                pytest.skip(reason)
+            cache[name] = torch.load(path, weights_only=True)
+        return cache[name]
+
+    return load

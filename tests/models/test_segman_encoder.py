@@ -1,8 +1,6 @@
 """SegMANEncoder: official golden features, checkpoint layout and loading, sizes, options."""
 import argparse
 import math
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,23 +19,14 @@ TINY = dict(embed_dims=(8, 16, 16, 16), depths=(1, 2, 1, 1), num_heads=(1, 2, 2,
             kernel_sizes=(3, 3, 3, 3), mlp_ratios=(2, 2, 2, 2))
 
 
-def _golden(name):
-    """Load a golden file from <repo>/../shared/golden (or $MMSEG_SEGMAN_GOLDEN)."""
-    repo = next(p for p in Path(__file__).resolve().parents if (p / 'setup.py').exists())
-    path = Path(os.environ.get('MMSEG_SEGMAN_GOLDEN', repo.parent / 'shared' / 'golden')) / name
-    if not path.exists():
-        if os.environ.get('CI'):
-            pytest.fail(f'golden file {path} is missing')
-        pytest.skip(f'golden file {path} is missing (set MMSEG_SEGMAN_GOLDEN)')
-    return torch.load(path, weights_only=True)
 
 
 def _tiny(**kwargs):
     return SegMANEncoder(**{**TINY, **kwargs})
 
 
-def test_matches_official_golden_features():
-    golden = _golden('segman-t.pt')
+def test_matches_official_golden_features(load_golden):
+    golden = load_golden('segman-t.pt')
     state = {k[len('backbone.'):]: v for k, v in golden['state_dict'].items()
              if k.startswith('backbone.')}
     model = MODELS.build(dict(type='SegMANEncoder', arch='t')).eval()

@@ -1,6 +1,4 @@
 """SegMANDecoder: official golden outputs, checkpoint layout, arbitrary sizes, training."""
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,15 +15,6 @@ T_HEAD = dict(type='SegMANDecoder', in_channels=[32, 64, 144, 192], channels=128
               align_corners=False)
 
 
-def _golden(name):
-    """Load a golden file from <repo>/../shared/golden (or $MMSEG_SEGMAN_GOLDEN)."""
-    repo = next(p for p in Path(__file__).resolve().parents if (p / 'mmseg_segman').is_dir())
-    path = Path(os.environ.get('MMSEG_SEGMAN_GOLDEN', repo.parent / 'shared' / 'golden')) / name
-    if not path.is_file():
-        if os.environ.get('CI'):
-            pytest.fail(f'golden file {path} is missing')
-        pytest.skip(f'golden file {path} is missing (set MMSEG_SEGMAN_GOLDEN)')
-    return torch.load(path, weights_only=True)
 
 
 def _decoder_state(golden):
@@ -47,8 +36,8 @@ def _small_head(**kwargs):
     return MODELS.build({**cfg, **kwargs})
 
 
-def test_matches_official_golden_logits():
-    golden = _golden('segman-t.pt')
+def test_matches_official_golden_logits(load_golden):
+    golden = load_golden('segman-t.pt')
     head = MODELS.build(T_HEAD).eval()
     head.load_state_dict(_decoder_state(golden), strict=True)
     with torch.no_grad():
@@ -58,8 +47,8 @@ def test_matches_official_golden_logits():
             assert (out - ref).abs().max() <= 1e-4 * ref.abs().max()
 
 
-def test_state_dict_layout_and_norm_eps_match_official():
-    golden = _golden('segman-t.pt')
+def test_state_dict_layout_and_norm_eps_match_official(load_golden):
+    golden = load_golden('segman-t.pt')
     official = _decoder_state(golden)
     ours = MODELS.build(T_HEAD).state_dict()
     assert len(ours) == 87

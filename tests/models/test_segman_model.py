@@ -1,5 +1,4 @@
 """Whole SegMAN models built from configs/segman: sizes, official outputs, training, checkpoints."""
-import os
 from pathlib import Path
 
 import pytest
@@ -23,14 +22,6 @@ DATASETS = ('ade20k', 'cityscapes', 'coco-stuff164k')
 register_all_modules()
 
 
-def _golden(name):
-    """Load a golden file from <repo>/../shared/golden (or $MMSEG_SEGMAN_GOLDEN)."""
-    path = Path(os.environ.get('MMSEG_SEGMAN_GOLDEN', REPO.parent / 'shared' / 'golden')) / name
-    if not path.is_file():
-        if os.environ.get('CI'):
-            pytest.fail(f'golden file {path} is missing')
-        pytest.skip(f'golden file {path} is missing (set MMSEG_SEGMAN_GOLDEN)')
-    return torch.load(path, weights_only=True)
 
 
 def _model_cfg(config, **decode_head):
@@ -107,8 +98,8 @@ def test_parameter_counts_match_the_paper(variant, params):
     assert sum(k.startswith('decode_head.') for k in model.state_dict()) == 87
 
 
-def test_segman_t_config_reproduces_the_official_outputs():
-    golden = _golden('segman-t.pt')
+def test_segman_t_config_reproduces_the_official_outputs(load_golden):
+    golden = load_golden('segman-t.pt')
     # Built as configured (SyncBN kept): in eval SyncBN normalises with running statistics.
     model = MODELS.build(_model_cfg('segman-t_ade20k.py')).eval()
     model.load_state_dict(golden['state_dict'], strict=True)

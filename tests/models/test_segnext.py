@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn as nn
 from mmengine.config import Config
 from mmengine.runner import load_checkpoint
 from mmengine.structures import PixelData
