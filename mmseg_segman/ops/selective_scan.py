@@ -530,13 +530,14 @@ class _SelectiveScanChunked(torch.autograd.Function):
             ddt.addcmul_(w.squeeze(2), Ac)
         else:
             ddt += torch.einsum('bdnl,dn->bdl', w, Ac)
-        if ctx.delta_softplus:  # softplus'(s) = sigmoid(s), over w's buffer
-            s = _as(spare, dt.shape)
+        if ctx.delta_softplus:  # softplus'(s) = sigmoid(s) = 1 / (1 + exp2(-s * log2(e)))
+            t = _as(spare, dt.shape)
             if delta_bias is None:
-                s.copy_(delta)
+                torch.mul(delta.to(ct), -_LOG2E, out=t)
             else:
-                torch.add(delta.to(ct), delta_bias.to(ct)[:, None], out=s)
-            ddt.mul_(s.sigmoid_())
+                torch.add(delta_bias.to(ct)[:, None] * -_LOG2E, delta.to(ct), alpha=-_LOG2E,
+                          out=t)
+            ddt.div_(t.exp2_().add_(1.0))
         ddelta_bias = None
         if delta_bias is not None and need[7]:
             ddelta_bias = ddt.sum((0, 2)).to(delta_bias.dtype)
