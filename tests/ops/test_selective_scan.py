@@ -135,6 +135,57 @@ def test_linear_scan_huge_inputs_do_not_overflow():
     assert rel_err(got, truth) <= TOL
 
 
+def sequential_adjoint(a, g):
+    """lam_t = g_t + a_{t+1} * lam_{t+1}, lam past the end = 0: the gradient of sum(x * G)."""
+    lam, nxt = torch.empty_like(g), torch.zeros_like(g[:, 0])
+    for t in range(g.shape[1] - 1, -1, -1):
+        nxt = g[:, t] + (a[:, t + 1] * nxt if t + 1 < g.shape[1] else 0)
+        lam[:, t] = nxt
+    return lam
+
+
+@pytest.mark.parametrize('chunk,length,decaying', [(3, 50, True), (4, 300, False),
+                                                    (16, 65, True), (16, 1000, False)])
+def test_reverse_linear_scan_matches_sequential_adjoint(chunk, length, decaying):
+    """The backward's adjoint scan, given the forward's chunk products: ordinary, reset,
+    constant, and strong decays (chunks solved step by step), growth, partial last chunk."""
+    gen = torch.Generator().manual_seed(chunk * 7 + length)
+    log_a = -torch.exp(torch.empty(6, length, dtype=torch.float64).uniform_(-7, 2, generator=gen))
+    log_a[1] = -torch.exp(torch.empty(length, dtype=torch.float64).uniform_(1, 6.5, generator=gen))
+    if not decaying:
+        log_a[4:] = torch.empty(2, length, dtype=torch.float64).uniform_(-1, 1.05, generator=gen)
+    a, g = log_a.exp(), torch.randn(6, length, generator=gen, dtype=torch.float64)
+    a[2] = 1.0
+    a[3, ::5] = 0.0
+    truth = sequential_adjoint(a, g)
+    for dtype, tol in ((torch.float32, TOL), (torch.float64, 1e-12)):
+        _, prod, chunks = ss._linear_scan(a.to(dtype), torch.zeros_like(g, dtype=dtype), chunk,
+                                          decaying)
+        assert any(bad.any() for _, bad in chunks)  # some chunks went step by step
+        lam, _ = ss._reverse_linear_scan(a.to(dtype), prod, chunks, g.to(dtype), chunk,
+                                         decaying)
+        assert torch.isfinite(lam).all()
+        assert rel_err(lam.double(), truth) <= tol, dtype
+
+
+def test_reverse_linear_scan_overflow_in_closed_form():
+    """Growth by 2**6 per step over one 16-step chunk keeps P <= 2**96 (closed form), but
+    P * g reaches 2**129 although every lam (at most 2**123) fits in float32. Working in place
+    the scan must say so (None); otherwise it solves that chunk step by step."""
+    a = torch.ones(2, 80)
+    a[:, :16] = 64.0
+    g = torch.zeros(2, 80)
+    g[:, 15] = 2.0**33
+    g[1, 40] = 1.0
+    truth = sequential_adjoint(a.double(), g.double())
+    _, prod, chunks = ss._linear_scan(a, torch.zeros_like(g), 16, False)
+    spoiled = g.clone()
+    assert ss._reverse_linear_scan(a, prod, chunks, spoiled, 16, False, out=spoiled) is None
+    lam, _ = ss._reverse_linear_scan(a, prod, chunks, g, 16, False)
+    assert torch.isfinite(lam).all() and lam[0, 0] == 2.0**123
+    assert rel_err(lam.double(), truth) <= TOL
+
+
 def test_selective_scan_huge_values_match_float64():
     inputs = make_inputs(length=130, groups=2, decay=(0.3, 1.0))
     inputs['u'] = inputs['u'] * 1e33  # dt * B * u / P would overflow float32
