@@ -44,9 +44,6 @@ SCAN_CHUNK = 16
 # [2**-100, 2**100]: then P is far from subnormal and b / P far from overflow.
 _PROD_MIN = 2.0**-100
 _PROD_MAX = 2.0**100
-# Recurrences up to this many chunks long are solved step by step (one vectorised operation
-# per step costs less than the closed form's passes when the rows are few).
-_STEPS_MAX = 4
 # exp(x) == exp2(x * log2(e)); exp2 is about twice as fast as exp on CPU.
 _LOG2E = 1.0 / math.log(2.0)
 # softplus(s) == s to float32 precision above this (same threshold as F.softplus).
@@ -208,7 +205,7 @@ def _linear_scan(a, b, chunk, decaying, out=None, prod=None):
         then spoiled and the caller must start again with a separate ``out``.
     """
     rows, length = b.shape
-    if length <= _STEPS_MAX * chunk:  # short: one vectorised step per token is cheaper
+    if length <= chunk:  # a single chunk: step by step
         x = _scan_steps(a, b)
         return (x.contiguous() if out is None else out.copy_(x)), prod, None
     in_place = out is b
@@ -269,7 +266,7 @@ def linear_scan(a, b, chunk=None, decaying=False):
     chunks where P leaves [2**-100, 2**100] (or b / P overflows) are solved step by step
     instead, so any decay keeps float precision. The states at chunk ends then form a
     recurrence of length l / chunk, solved by the same function, and every chunk adds its
-    incoming state times P. Recurrences of at most 4 chunks are solved step by step.
+    incoming state times P. A recurrence of at most one chunk is solved step by step.
 
     Args:
         a (Tensor): (rows, l) coefficients >= 0 (decays exp(dt * A)).
