@@ -18,7 +18,9 @@ Usage::
 
 Timings are medians of ``--repeats`` interleaved rounds after one warm-up (the copy is
 timed in the same rounds). Other processes on the machine slow some rounds; the medians and
-the same-run ratios are what to quote.
+the same-run ratios are what to quote. With ``--threads 2`` on a machine where another process
+is busy, set ``OMP_WAIT_POLICY=PASSIVE``: spinning OpenMP workers otherwise wait for each other
+through whole scheduler time slices.
 """
 import argparse
 import importlib.util
