@@ -7,7 +7,9 @@ One multiply-add is one FLOP (fvcore's convention); element-wise ops are not cou
 
 The model is built from the config without pretrained weights, the auxiliary head is dropped,
 and ``backbone + decode_head`` runs in eval mode on CPU on a random ``1x3xHxW`` image (MMSeg's
-tensor mode: logits at the head's stride, no final resize)::
+tensor mode: logits at the head's stride). ``--resize-logits`` also counts the bilinear resize
+of the logits to the input size (4 FLOPs per output value), as the MMSeg 0.x
+``forward_dummy`` that the papers' scripts traced did::
 
     python tools/analysis/get_flops.py configs/segman/segman-t_ade20k.py --shape 512 512
 """
@@ -21,11 +23,13 @@ if REPO_ROOT not in sys.path:  # a checkout's package wins over an installed cop
 
 import mmseg_segman  # noqa: E402,F401  (compat shims and registration before mmseg builds)
 import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
 from mmengine.analysis import parameter_count  # noqa: E402
 from mmengine.analysis.print_helper import complexity_stats_table  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.model import revert_sync_batchnorm  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
+from mmseg.models.utils import resize  # noqa: E402
 from mmseg.registry import MODELS  # noqa: E402
 
 from mmseg_segman.utils import flop_analyzer  # noqa: E402
@@ -36,6 +40,8 @@ def parse_args(argv=None):
     parser.add_argument('config', help='config file path')
     parser.add_argument('--shape', type=int, nargs='+', default=[2048, 1024],
                         help='input size: H [W] (one value: square)')
+    parser.add_argument('--resize-logits', action='store_true',
+                        help='also count the final resize of the logits to the input size')
     parser.add_argument('--breakdown', type=int, default=0, metavar='DEPTH',
                         help='also print a per-module table down to this depth (0: none)')
     parser.add_argument(
@@ -68,8 +74,25 @@ def build_model(cfg):
     return revert_sync_batchnorm(MODELS.build(model_cfg)).eval()
 
 
-def get_flops(cfg, shape):
+class _ResizedLogits(nn.Module):
+    """``segmentor(x)`` resized to the input size, as MMSeg's inference does."""
+
+    def __init__(self, segmentor):
+        super().__init__()
+        self.segmentor = segmentor
+
+    def forward(self, inputs):
+        return resize(self.segmentor(inputs), size=inputs.shape[2:], mode='bilinear',
+                      align_corners=self.segmentor.align_corners)
+
+
+def get_flops(cfg, shape, resize_logits=False):
     """Count one forward of ``cfg``'s model on a ``1x3xHxW`` input.
+
+    Args:
+        cfg (Config): Config with a ``model`` entry.
+        shape (tuple[int]): (H, W).
+        resize_logits (bool): Also count the resize of the logits to (H, W).
 
     Returns:
         tuple[FlopAnalyzer, int]: the analyzer (totals and per-module counts) and the
@@ -78,7 +101,7 @@ def get_flops(cfg, shape):
     model = build_model(cfg)
     inputs = torch.randn(1, 3, *shape)
     with torch.no_grad():
-        analyzer = flop_analyzer(model, (inputs, ))
+        analyzer = flop_analyzer(_ResizedLogits(model) if resize_logits else model, (inputs, ))
     return analyzer, parameter_count(model)['']
 
 
@@ -88,7 +111,7 @@ def main(argv=None):
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
-    analyzer, params = get_flops(cfg, shape)
+    analyzer, params = get_flops(cfg, shape, args.resize_logits)
     line = '=' * 30
     print(f'{line}\nInput shape: (3, {shape[0]}, {shape[1]})\n'
           f'Flops: {analyzer.total() / 1e9:.3f} G (multiply-adds)\n'
