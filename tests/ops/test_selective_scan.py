@@ -133,6 +133,8 @@ def test_linear_scan_huge_inputs_do_not_overflow():
     got = linear_scan(a.float(), b.float(), decaying=True).double()
     assert torch.isfinite(got).all()
     assert rel_err(got, truth) <= TOL
+    spoiled = b.float()  # working in place, the scan reports the overflow instead
+    assert ss._linear_scan(a.float(), spoiled, ss.SCAN_CHUNK, True, out=spoiled) is None
 
 
 def sequential_adjoint(a, g):
@@ -188,10 +190,14 @@ def test_reverse_linear_scan_overflow_in_closed_form():
 
 def test_selective_scan_huge_values_match_float64():
     inputs = make_inputs(length=130, groups=2, decay=(0.3, 1.0))
-    inputs['u'] = inputs['u'] * 1e33  # dt * B * u / P would overflow float32
+    inputs['u'] = inputs['u'] * 1e35  # dt * B * u / P overflows float32 (P >= e**-16)
     truth = run(selective_scan_ref, inputs, torch.float64)
     fast = run(selective_scan_chunked, inputs, torch.float32)
     assert_close(fast, truth)
+    with torch.no_grad():  # the inference path reuses other buffers
+        out = selective_scan_chunked(**{k: v.float() for k, v in inputs.items()},
+                                     delta_softplus=True)
+    assert rel_err(out.double(), truth['out']) <= TOL
 
 
 # ---------------------------------------------------------------------------------------------
