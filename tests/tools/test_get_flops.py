@@ -111,7 +111,7 @@ def test_cli_prints_totals_and_breakdown(capsys):
     get_flops_tool.main(['configs/segnext/segnext-t_ade20k.py', '--shape', '64', '96',
                          '--breakdown', '1', '--cfg-options', 'model.decode_head.num_classes=19'])
     out = capsys.readouterr().out
-    analyzer, params = get_flops_tool.get_flops(
+    analyzer, _ = get_flops_tool.get_flops(
         Config.fromfile(REPO_ROOT / 'configs/segnext/segnext-t_ade20k.py'), (64, 96))
     assert 'Input shape: (3, 64, 96)' in out
     # 19 classes instead of 150: fewer FLOPs than the unmodified config at the same size
