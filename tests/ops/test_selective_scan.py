@@ -200,6 +200,27 @@ def test_selective_scan_huge_values_match_float64():
     assert rel_err(out.double(), truth['out']) <= TOL
 
 
+def test_backward_starts_again_when_the_adjoint_overflows_in_place(monkeypatch):
+    """If the in-place adjoint scan reports an overflow (here simulated: it spoils its input
+    and returns None), the backward rebuilds the state gradient and solves out of place."""
+    real = ss._reverse_linear_scan
+    in_place_calls = []
+
+    def overflowing(*args, out=None):
+        in_place_calls.append(out is not None)
+        if out is not None:
+            out.fill_(float('nan'))
+            return None
+        return real(*args, out=out)
+
+    monkeypatch.setattr(ss, '_reverse_linear_scan', overflowing)
+    inputs = make_inputs(length=100, d_state=2, groups=2)
+    truth = run(selective_scan_ref, inputs, torch.float64, return_last_state=True)
+    assert_close(run(selective_scan_chunked, inputs, torch.float32, return_last_state=True),
+                 truth)
+    assert in_place_calls == [True, False]
+
+
 # ---------------------------------------------------------------------------------------------
 # selective scan vs the float64 sequential reference
 # ---------------------------------------------------------------------------------------------
