@@ -497,8 +497,11 @@ class _SelectiveScanChunked(torch.autograd.Function):
         du_buf = torch.empty_like(x)
         prod = du_buf.view(-1, length)
         if ctx.chunks is not None:
-            for a3, p3 in _piece_views(length, SCAN_CHUNK, a.view(-1, length), prod):
+            for (a3, p3), (_, bad) in zip(_piece_views(length, SCAN_CHUNK, a.view(-1, length),
+                                                       prod), ctx.chunks):
                 torch.cumprod(a3, -1, out=p3)
+                if bad.any():  # as in the forward: no subnormals
+                    p3.masked_fill_(p3 < _PROD_MIN, 0.0)
         flat = state_gradient()
         res = _reverse_linear_scan(a.view(-1, length), prod, ctx.chunks, flat, SCAN_CHUNK,
                                    ctx.decaying, out=flat)
