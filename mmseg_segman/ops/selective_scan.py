@@ -285,7 +285,8 @@ def linear_scan(a, b, chunk=None, decaying=False):
 def _reverse_linear_scan(a, prod, chunks, g, chunk, decaying, out=None):
     """The adjoint of linear_scan: lam_t = g_t + a_{t+1} * lam_{t+1} (lam past the end = 0).
 
-    ``prod`` and ``chunks`` come from the :func:`_linear_scan` of ``a`` (same ``chunk``).
+    ``prod`` are the within-chunk products of ``a`` as :func:`_linear_scan` forms them (the
+    backward recomputes them) and ``chunks`` comes from that call (same ``chunk``).
     Inside a chunk lam_t = (S_t + P_end * R_next) / P_t, where S_t = sum_{s>=t} P_s g_s (suffix
     sums as one matrix product with a triangular matrix of ones: no flip) and R_next is
     a * lam at the start of the next chunk. R satisfies the chunk-level recurrence
