@@ -120,7 +120,7 @@ def custom_op_handles():
 
     Returns:
         dict[str, callable]: op name -> ``handle(inputs, outputs) -> int``, for
-        :meth:`FlopAnalyzer.set_op_handle`.
+        :meth:`FlopAnalyzer.set_op_handle`, in the order q.k, attn.v, selective scan, SDPA.
     """
     q = torch.zeros(1, 1, 3, 3, 2)
     attn = torch.zeros(1, 1, 3, 3, 9)
