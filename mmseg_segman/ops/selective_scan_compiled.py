@@ -142,6 +142,7 @@ def compile_available():
     if _FAILED:
         return False
     try:
+        import torch._dynamo
         return bool(torch._dynamo.is_dynamo_supported())
     except Exception as err:  # noqa: BLE001
         _fail(err)
@@ -156,6 +157,10 @@ def _reduce_to(t, shape):
     return t.sum(dims, keepdim=True) if dims else t
 
 
+def _detached(dtype, *tensors):
+    return [None if t is None else t.detach().to(dtype) for t in tensors]
+
+
 class _SelectiveScanCompiled(torch.autograd.Function):
     """As ``_SelectiveScanChunked`` with the element-wise parts compiled; saves dt, the
     decays and the states for the backward, which recomputes the within-chunk products."""
@@ -165,8 +170,9 @@ class _SelectiveScanCompiled(torch.autograd.Function):
         ct = _compute_dtype(u)
         bsz, d, length = u.shape
         n = A.shape[1]
-        cast = [None if t is None else t.to(ct) for t in (u, delta, A, B, C, D, z, delta_bias)]
-        uc, dc, Ac, Bc, Cc, Dc, zc, bc = cast
+        # detached: the compiled pieces then see the same tensors with and without autograd
+        # (Dynamo guards on requires_grad, and would compile a second graph)
+        uc, dc, Ac, Bc, Cc, Dc, zc, bc = _detached(ct, u, delta, A, B, C, D, z, delta_bias)
         Bv, gB = _bc_view(Bc)
         Cv, gC = _bc_view(Cc)
         training = any(ctx.needs_input_grad[:8])
@@ -197,8 +203,7 @@ class _SelectiveScanCompiled(torch.autograd.Function):
         ct = dt.dtype
         bsz, d, length = u.shape
         n = A.shape[1]
-        cast = [None if t is None else t.to(ct) for t in (u, delta, A, B, C, D, z, delta_bias)]
-        uc, dc, Ac, Bc, Cc, Dc, zc, bc = cast
+        uc, dc, Ac, Bc, Cc, Dc, zc, bc = _detached(ct, u, delta, A, B, C, D, z, delta_bias)
         Bv, gB = _bc_view(Bc)
         Cv, gC = _bc_view(Cc)
         dl = None if dlast is None else dlast.to(ct)
