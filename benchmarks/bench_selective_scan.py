@@ -6,9 +6,6 @@ Compares, in one run on one machine:
 - mamba-ssm's ``selective_scan_ref`` forward (one Python step per token), if it imports;
 - a straightforward odd/even parallel scan in pure PyTorch with autograd (the usual
   pure-PyTorch alternative), forward and forward+backward;
-- with ``--compiled``, ``selective_scan_compiled`` (element-wise parts fused by
-  ``torch.compile``), forward and forward+backward; its first calls (which compile) are timed
-  separately;
 - the memory-bandwidth floor: the bytes a fused kernel must read and write once (forward:
   u, delta, B, C in and y out; backward: dout, u, delta, B, C in and du, ddelta, dB, dC out)
   divided by the bandwidth of ``dst.copy_(src)`` on a 256 MiB buffer, measured in this run.
@@ -17,8 +14,7 @@ Compares, in one run on one machine:
 
 Usage::
 
-    python benchmarks/bench_selective_scan.py [--length 16384] [--repeats 9] [--threads 2] \
-        [--compiled]
+    python benchmarks/bench_selective_scan.py [--length 16384] [--repeats 9] [--threads 2]
 
 Timings are medians of ``--repeats`` interleaved rounds after one warm-up (the copy is
 timed in the same rounds). Other processes on the machine slow some rounds; the medians and
@@ -40,7 +36,6 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 from mmseg_segman.ops.selective_scan import selective_scan_chunked  # noqa: E402
-from mmseg_segman.ops.selective_scan_compiled import selective_scan_compiled  # noqa: E402
 
 
 def interleaved_times(fns, repeats, limited=None):
@@ -118,8 +113,6 @@ def main():
     parser.add_argument('--decay-scale', type=float, default=1.0,
                         help='multiply A by this (e.g. 1000: most chunks leave the float range '
                         'and take the step-by-step path)')
-    parser.add_argument('--compiled', action='store_true',
-                        help='also time selective_scan_compiled (torch.compile; compiles first)')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -154,8 +147,6 @@ def main():
         'odd/even fwd': oddeven_fwd,
         'odd/even fwd+bwd': oddeven_fwd_bwd,
     }
-    if args.compiled:
-        fns.update(compiled_candidates(inputs, grad_inputs, dout))
     limited = {}
     ref = None if args.skip_ref else load_mamba_ref()
     if ref is not None:
@@ -182,24 +173,6 @@ def main():
     errors = float32_errors(inputs, dout)
     print('float32 vs float64 (max |error| / max |value|): ' +
           ', '.join(f'{name} {err:.1e}' for name, err in errors.items()))
-
-
-def compiled_candidates(inputs, grad_inputs, dout):
-    """Timed functions for selective_scan_compiled; compiles them first, printing how long
-    the first forward+backward and the first no-grad forward took."""
-
-    def fwd():
-        with torch.no_grad():
-            selective_scan_compiled(*inputs, delta_softplus=True)
-
-    def fwd_bwd():
-        selective_scan_compiled(*grad_inputs, delta_softplus=True).backward(dout)
-
-    for label, fn in (('forward+backward', fwd_bwd), ('no-grad forward', fwd)):
-        start = time.perf_counter()
-        fn()
-        print(f'compiled: first {label} (compiles) took {time.perf_counter() - start:.1f} s')
-    return {'compiled fwd': fwd, 'compiled fwd+bwd': fwd_bwd}
 
 
 def float32_errors(inputs, dout):
@@ -236,10 +209,8 @@ def report(label, times, copy_bytes, floor_bytes):
             line += f'  {sec / floor:5.2f}x floor ({sec / floor_stream:5.2f}x read+written floor)'
         print(line)
     if 'mamba selective_scan_ref fwd' in med:
-        for name in ('chunked fwd', 'compiled fwd'):
-            if name in med:
-                print(f"{name} speed-up over mamba selective_scan_ref: "
-                      f"{med['mamba selective_scan_ref fwd'] / med[name]:.0f}x")
+        print(f"forward speed-up over mamba selective_scan_ref: "
+              f"{med['mamba selective_scan_ref fwd'] / med['chunked fwd']:.0f}x")
     print(f"fwd+bwd speed-up over odd/even scan: "
           f"{med['odd/even fwd+bwd'] / med['chunked fwd+bwd']:.2f}x")
 
