@@ -7,8 +7,11 @@ _base_ = [
     '../_base_/schedules/schedule_80k.py',
 ]
 custom_imports = dict(imports=['mmseg_segman'], allow_failed_imports=False)
-# ImageNet MSCAN-T, MMSeg key format (official files load as well).
-checkpoint = 'https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/segnext/mscan_t_20230227-119e8c9f.pth'  # noqa
+# ImageNet MSCAN-T weights (MMSeg's converted file or the official one: both key
+# formats load). Nothing is downloaded at run time: put the file here, e.g. from
+# https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/segnext/mscan_t_20230227-119e8c9f.pth
+# or pass --cfg-options model.backbone.init_cfg.checkpoint=/path/to/file.
+checkpoint = 'pretrained/mscan_t.pth'
 crop_size = (512, 512)
 data_preprocessor = dict(size=crop_size)
 model = dict(
