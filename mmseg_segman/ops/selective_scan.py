@@ -43,9 +43,13 @@ __all__ = [
 # decays; the suffix sums of the backward are a matrix product whose cost grows with it.
 SCAN_CHUNK = 16
 # A chunk is solved in closed form only if all its cumulative products of decays stay within
-# [2**-100, 2**100]: then P is far from subnormal and b / P far from overflow.
-_PROD_MIN = 2.0**-100
-_PROD_MAX = 2.0**100
+# [2**-100, 2**100] (float32) or [2**-900, 2**900] (float64): then P is far from subnormal and
+# b / P far from overflow.
+_PROD_LIMITS = {torch.float32: (2.0**-100, 2.0**100), torch.float64: (2.0**-900, 2.0**900)}
+# The recurrence across chunk ends (1/SCAN_CHUNK of the data) runs in float64 with longer
+# chunks: its products span many steps and would often leave float32's range, sending rows to
+# the slow step-by-step path, while at this size the call overhead, not the arithmetic, counts.
+CHUNK_LEVEL_CHUNK = 32
 # exp(x) == exp2(x * log2(e)); exp2 is about twice as fast as exp on CPU.
 _LOG2E = 1.0 / math.log(2.0)
 # softplus(s) == s to float32 precision above this (same threshold as F.softplus).
@@ -211,6 +215,7 @@ def _linear_scan(a, b, chunk, decaying, out=None, prod=None):
         x = _scan_steps(a, b)
         return (x.contiguous() if out is None else out.copy_(x)), prod, None
     in_place = out is b
+    prod_min, prod_max = _PROD_LIMITS[b.dtype]
     x = torch.empty((rows, length), dtype=b.dtype, device=b.device) if out is None else out
     if prod is None:
         prod = torch.empty((rows, length), dtype=b.dtype, device=b.device)
@@ -220,16 +225,16 @@ def _linear_scan(a, b, chunk, decaying, out=None, prod=None):
         torch.cumprod(a3, -1, out=p3)
         p_end = p3[..., -1].contiguous()
         if decaying:  # all a <= 1: the products fall, so the last one bounds the chunk
-            bad = ~(p_end >= _PROD_MIN)
+            bad = ~(p_end >= prod_min)
         else:
             lo, hi = p3.aminmax(dim=-1)
-            bad = ~((lo >= _PROD_MIN) & (hi <= _PROD_MAX))
+            bad = ~((lo >= prod_min) & (hi <= prod_max))
         local = None
         if bad.any():
             local = _scan_steps(a3[bad], b3[bad])  # taken before x (maybe b) is overwritten
-            # Products below 2**-100 only scale contributions 2**-77 below float32 resolution;
-            # zero them so that no later pass computes with (very slow) subnormals.
-            p3.masked_fill_(p3 < _PROD_MIN, 0.0)
+            # Products below the limit only scale contributions far below the float
+            # resolution; zero them so that no later pass computes with (very slow) subnormals.
+            p3.masked_fill_(p3 < prod_min, 0.0)
         torch.div(b3, p3, out=x3)
         x3.cumsum_(-1)
         end = x3[..., -1] * p_end
@@ -249,7 +254,7 @@ def _linear_scan(a, b, chunk, decaying, out=None, prod=None):
     incoming = torch.zeros_like(end)
     if end.shape[1] > 1:
         p_end = torch.cat([p for p, _ in chunks], 1)
-        incoming[:, 1:] = _linear_scan(p_end[:, :-1], end[:, :-1], chunk, decaying)[0]
+        incoming[:, 1:] = _chunk_level_scan(p_end[:, :-1], end[:, :-1], decaying)
     col = 0
     for x3, p3, bad, local in pending:
         inc = incoming[:, col:col + x3.shape[1]]
@@ -258,6 +263,11 @@ def _linear_scan(a, b, chunk, decaying, out=None, prod=None):
         if local is not None:
             x3[bad] = torch.addcmul(local, p3[bad], inc[bad][:, None])
     return x, prod, chunks
+
+
+def _chunk_level_scan(a, b, decaying):
+    """linear_scan of the chunk-end recurrence, in float64 (see ``CHUNK_LEVEL_CHUNK``)."""
+    return _linear_scan(a.double(), b.double(), CHUNK_LEVEL_CHUNK, decaying)[0].to(b.dtype)
 
 
 def linear_scan(a, b, chunk=None, decaying=False):
@@ -332,8 +342,8 @@ def _reverse_linear_scan(a, prod, chunks, g, chunk, decaying, out=None):
     nxt = torch.zeros_like(start)  # R_{c+1}: a * lam at the start of the next chunk
     p_end = torch.cat([p for p, _ in chunks], 1)
     if start.shape[1] > 1:
-        nxt[:, :-1] = _linear_scan(p_end[:, 1:].flip(1), start[:, 1:].flip(1), chunk,
-                                   decaying)[0].flip(1)
+        nxt[:, :-1] = _chunk_level_scan(p_end[:, 1:].flip(1), start[:, 1:].flip(1),
+                                        decaying).flip(1)
     incoming = p_end.mul_(nxt)
     col = 0
     for a3, p3, l3, bad, local in pending:
@@ -502,7 +512,7 @@ class _SelectiveScanChunked(torch.autograd.Function):
                                                        prod), ctx.chunks):
                 torch.cumprod(a3, -1, out=p3)
                 if bad.any():  # as in the forward: no subnormals
-                    p3.masked_fill_(p3 < _PROD_MIN, 0.0)
+                    p3.masked_fill_(p3 < _PROD_LIMITS[p3.dtype][0], 0.0)
         flat = state_gradient()
         res = _reverse_linear_scan(a.view(-1, length), prod, ctx.chunks, flat, SCAN_CHUNK,
                                    ctx.decaying, out=flat)
