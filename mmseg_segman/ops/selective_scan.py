@@ -50,6 +50,9 @@ _PROD_LIMITS = {torch.float32: (2.0**-100, 2.0**100), torch.float64: (2.0**-900,
 # chunks: its products span many steps and would often leave float32's range, sending rows to
 # the slow step-by-step path, while at this size the call overhead, not the arithmetic, counts.
 CHUNK_LEVEL_CHUNK = 32
+# The no-grad forward puts the decays' products over the decays when a chunk's total decay is
+# provably at most 2**-90 (> the 2**-100 limit): then no chunk needs the decays again.
+_IN_PLACE_DECAY_BITS = 90.0
 # exp(x) == exp2(x * log2(e)); exp2 is about twice as fast as exp on CPU.
 _LOG2E = 1.0 / math.log(2.0)
 # softplus(s) == s to float32 precision above this (same threshold as F.softplus).
@@ -215,6 +218,8 @@ def _linear_scan(a, b, chunk, decaying, out=None, prod=None):
         x = _scan_steps(a, b)
         return (x.contiguous() if out is None else out.copy_(x)), prod, None
     in_place = out is b
+    # products over the decays themselves: no chunk may need them for step-by-step solving
+    prod_over_a = prod is not None and prod.data_ptr() == a.data_ptr()
     prod_min, prod_max = _PROD_LIMITS[b.dtype]
     x = torch.empty((rows, length), dtype=b.dtype, device=b.device) if out is None else out
     if prod is None:
@@ -231,6 +236,9 @@ def _linear_scan(a, b, chunk, decaying, out=None, prod=None):
             bad = ~((lo >= prod_min) & (hi <= prod_max))
         local = None
         if bad.any():
+            if prod_over_a:
+                raise RuntimeError('selective scan: a chunk left the closed form\'s range although '
+                                   'its decay bound said it could not (internal error)')
             local = _scan_steps(a3[bad], b3[bad])  # taken before x (maybe b) is overwritten
             # Products below the limit only scale contributions far below the float
             # resolution; zero them so that no later pass computes with (very slow) subnormals.
@@ -368,13 +376,14 @@ def _reverse_linear_scan(a, prod, chunks, g, chunk, decaying, out=None):
 def _softplus_exp2(s2):
     """softplus(s) from ``s2`` = s * log2(e), in place: log1p(exp2(s2)) from vectorised exp2
     and log1p (several times faster than F.softplus on CPU), linear above s = 20 like
-    F.softplus."""
+    F.softplus. Returns it and max(s2) (-inf if empty)."""
     limit = _SOFTPLUS_LINEAR * _LOG2E
-    if s2.numel() == 0 or s2.max() <= limit:
-        return s2.exp2_().log1p_()
+    top = s2.max().item() if s2.numel() else -math.inf
+    if top <= limit:
+        return s2.exp2_().log1p_(), top
     # log1p(exp(min(s, 20))) + max(s - 20, 0)
     excess = (s2 - limit).clamp_min_(0).div_(_LOG2E)
-    return s2.clamp_max_(limit).exp2_().log1p_().add_(excess)
+    return s2.clamp_max_(limit).exp2_().log1p_().add_(excess), top
 
 
 def _reduce_to(t, shape):
@@ -410,18 +419,21 @@ class _SelectiveScanChunked(torch.autograd.Function):
         Ac = A.to(ct)
         training = any(ctx.needs_input_grad[:8])
 
-        def step_sizes(out):  # dt into a private contiguous buffer
+        def step_sizes(out):  # dt into a private contiguous buffer; and max(dt) if known
             scale = _LOG2E if delta_softplus else 1.0  # exp2 inside softplus wants s * log2(e)
             if delta_bias is not None:
                 torch.add(delta_bias.to(ct)[:, None] * scale, delta.to(ct), alpha=scale, out=out)
             else:
                 torch.mul(delta.to(ct), scale, out=out)
-            return _softplus_exp2(out) if delta_softplus else out
+            if not delta_softplus:
+                return out, math.inf
+            out, top = _softplus_exp2(out)
+            return out, F.softplus(torch.tensor(top / _LOG2E, dtype=torch.float64)).item()
 
-        dt = step_sizes(_new(u.shape, uc))
-        # decays exp(dt * A) = exp2(dt * A * log2(e)): (b, d, n, l)
-        a = torch.mul(dt.unsqueeze(2), Ac[:, :, None] * _LOG2E,
-                      out=_new((bsz, d, n, length), uc)).exp2_()
+        def decays(out):  # exp(dt * A) = exp2(dt * A * log2(e)): (b, d, n, l)
+            return torch.mul(dt.unsqueeze(2), Ac[:, :, None] * _LOG2E, out=out).exp2_()
+
+        dt, dt_max = step_sizes(_new(u.shape, uc))
         Bv, gB = _bc_view(B.to(ct))
         Cv, gC = _bc_view(C.to(ct))
 
@@ -433,20 +445,35 @@ class _SelectiveScanChunked(torch.autograd.Function):
 
         inp = scan_input(_new((bsz, d, n, length), uc))
         decaying = delta_softplus and bool((Ac <= 0).all())
-        # without a backward, dt's buffer is free now: it takes the products
-        prod = dt.view(-1, length) if n == 1 and not training else None
+        # Without a backward and with d_state 1, dt is dead once the scan input is formed, and
+        # if no chunk can decay below the closed form's range (the sum of dt * |A| over a chunk
+        # is at most SCAN_CHUNK * max(dt) * max|A|), no chunk is solved step by step, which
+        # would need the decays themselves: then the decays and their products go over dt's
+        # buffer, one buffer fewer to fault in and to pull through the caches. Otherwise
+        # dt's buffer takes the products.
+        decay_bits = SCAN_CHUNK * dt_max * float(Ac.abs().max()) * _LOG2E
+        in_place = n == 1 and not training and decaying and decay_bits <= _IN_PLACE_DECAY_BITS
+        if in_place:
+            a = decays(dt.unsqueeze(2))
+            prod = a.view(-1, length)
+        else:
+            a = decays(_new((bsz, d, n, length), uc))
+            prod = dt.view(-1, length) if n == 1 and not training else None
         flat = inp.view(-1, length)
         res = _linear_scan(a.view(-1, length), flat, SCAN_CHUNK, decaying, out=flat, prod=prod)
         if res is None:  # |dt * B * u| so large that the closed form overflowed in place
-            if prod is not None:  # the products went over dt
-                dt = step_sizes(dt)
+            if prod is not None:  # the products went over dt (and over a if in_place)
+                dt = step_sizes(dt)[0]
+            if in_place:
+                a = decays(_new((bsz, d, n, length), uc))
+                prod = None
             inp = scan_input(inp)
             res = _linear_scan(a.view(-1, length), inp.view(-1, length), SCAN_CHUNK, decaying,
                                prod=prod)
         x, prod, chunks = res
         x = x.view(bsz, d, n, length)
-        if n == 1:  # y = x * C over a free buffer: the products (training) or the decays
-            if training:
+        if n == 1:  # y = x * C over a free buffer: the products (training), else the decays
+            if training:  # (whose products went over them if in_place)
                 y = torch.empty_like(x) if prod is None else _as(prod, x.shape)
             else:
                 y = a
