@@ -26,6 +26,7 @@ import argparse
 import importlib.util
 import math
 import os
+import resource
 import statistics
 import sys
 import time
@@ -38,25 +39,55 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 from mmseg_segman.ops.selective_scan import selective_scan_chunked  # noqa: E402
 
 
+def minor_faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def interleaved_times(fns, repeats, limited=None):
     """Wall time of each function over ``repeats`` rounds, one call of each per round (after a
     warm-up call), so that load from other processes hits all of them alike. Functions named
     in ``limited`` (name -> count) run only in the first ``count`` rounds.
-    Returns two dicts name -> list of seconds: wall time and process CPU time."""
+    Returns three dicts name -> list: wall seconds, process CPU seconds, and minor page faults
+    (each costs about 2 us here: a fresh multi-megabyte buffer from glibc can cost more than
+    the arithmetic done in it)."""
     limited = limited or {}
     for fn in fns.values():
         fn()
     wall = {name: [] for name in fns}
     cpu = {name: [] for name in fns}
+    faults = {name: [] for name in fns}
     for round_ in range(repeats):
         for name, fn in fns.items():
             if round_ >= limited.get(name, repeats):
                 continue
-            start, start_cpu = time.perf_counter(), time.process_time()
+            start, start_cpu, start_faults = time.perf_counter(), time.process_time(), minor_faults()
             fn()
             wall[name].append(time.perf_counter() - start)
             cpu[name].append(time.process_time() - start_cpu)
-    return wall, cpu
+            faults[name].append(minor_faults() - start_faults)
+    return wall, cpu, faults
+
+
+def eager_pass_costs(length, channels, repeats):
+    """Median time of single ATen passes over one (channels, length) float32 tensor, into
+    preallocated buffers: the building blocks any eager (one kernel per op) scan is made of.
+    A forward needs at least exp2 twice (exp(s) inside softplus, and the decay), log1p once
+    (softplus), a prefix product and a prefix sum (chunk length SCAN_CHUNK)."""
+    from mmseg_segman.ops.selective_scan import SCAN_CHUNK
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(channels, length, generator=gen) * 0.5 + 0.5
+    y = torch.rand(channels, length, generator=gen)
+    out = torch.empty_like(x)
+    chunks = (channels, length // SCAN_CHUNK, SCAN_CHUNK)
+    ops = {
+        'exp2': lambda: torch.exp2(x, out=out),
+        'log1p': lambda: torch.log1p(x, out=out),
+        'cumprod (chunks)': lambda: torch.cumprod(x.view(chunks), -1, out=out.view(chunks)),
+        'cumsum (chunks)': lambda: torch.cumsum(x.view(chunks), -1, out=out.view(chunks)),
+        'mul': lambda: torch.mul(x, y, out=out),
+    }
+    wall = interleaved_times(ops, repeats)[0]
+    return {name: statistics.median(t) for name, t in wall.items()}
 
 
 def segman_inputs(batch, groups, channels_per_group, length, seed=0):
@@ -157,7 +188,7 @@ def main():
         limited['mamba selective_scan_ref fwd'] = args.ref_repeats
     elif not args.skip_ref:
         print('mamba-ssm not installed: skipping selective_scan_ref')
-    wall, cpu = interleaved_times(fns, args.repeats, limited)
+    wall, cpu, faults = interleaved_times(fns, args.repeats, limited)
     elem = 4
     big = u.numel() * elem  # one (b, d, l) float32 tensor
     small = B.numel() * elem  # one (b, g, 1, l) B or C tensor
@@ -170,6 +201,19 @@ def main():
           f'A scaled by {args.decay_scale:g}')
     for label, times in (('wall time', wall), ('process CPU time', cpu)):
         report(label, times, copy_src.numel() * 4, floor_bytes)
+    print('minor page faults per call (medians): ' +
+          ', '.join(f'{name} {statistics.median(f):.0f}' for name, f in faults.items()))
+    if 'mamba selective_scan_ref fwd' in wall:
+        passes = eager_pass_costs(args.length, u.numel() // args.length, args.repeats)
+        print('--- single eager passes over one (b*d, l) float32 tensor (wall medians) ---')
+        print(', '.join(f'{name} {sec * 1e3:.2f} ms' for name, sec in passes.items()))
+        floor = (2 * passes['exp2'] + passes['log1p'] + passes['cumprod (chunks)'] +
+                 passes['cumsum (chunks)'])
+        budget = statistics.median(wall['mamba selective_scan_ref fwd']) / 50
+        print(f'unavoidable forward passes (2 exp2 + log1p + cumprod + cumsum): '
+              f'{floor * 1e3:.2f} ms; 1/50 of selective_scan_ref: {budget * 1e3:.2f} ms, '
+              f'leaving {(budget - floor) * 1e3:.2f} ms = {(budget - floor) / passes["mul"]:.1f} '
+              f'mul passes for everything else')
     errors = float32_errors(inputs, dout)
     print('float32 vs float64 (max |error| / max |value|): ' +
           ', '.join(f'{name} {err:.1e}' for name, err in errors.items()))
