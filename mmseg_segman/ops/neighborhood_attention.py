@@ -24,6 +24,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from .selective_scan_export import is_exporting as _exporting
+
 __all__ = ['na2d_qk', 'na2d_av', 'na2d']
 
 # Query tile edge. Larger tiles mean fewer, bigger matmuls but more wasted halo columns
@@ -301,6 +303,48 @@ class _NA2DAV(torch.autograd.Function):
         return grad_attn, grad_v, None, None
 
 
+# ----------------------------------------------------------------------------- export path
+# Graph exporters (ONNX, torch.export) trace the custom autograd Functions' forward, but the
+# tiling picks its bands with ``nonzero()`` and Python ints taken from tensors, which
+# ``torch.export`` rejects as data-dependent. While exporting, na2d_qk / na2d_av instead
+# gather every query's k x k keys or values with a constant index and contract them: plain
+# tensor ops that any exporter follows, at the cost of materialising the neighborhoods
+# (k*k times the memory of k or v), which is acceptable for an inference graph.
+def _window_keys(length, kernel_size, dilation, device):
+    """Positions of each position's window keys on one (dilated) axis: (length, k)."""
+    pos = torch.arange(length, device=device)
+    residue, group_pos = pos % dilation, pos // dilation
+    group_len = (length - residue + dilation - 1) // dilation
+    start = torch.minimum((group_pos - kernel_size // 2).clamp(min=0), group_len - kernel_size)
+    offsets = torch.arange(kernel_size, device=device)
+    return (start[:, None] + offsets) * dilation + residue[:, None]
+
+
+def _neighbor_index(H, W, kernel_size, dilation, device):
+    """Flat pixel of every (query, window key), row-major window order: (H * W * k * k,)."""
+    rows = _window_keys(H, kernel_size, dilation, device)  # (H, k)
+    cols = _window_keys(W, kernel_size, dilation, device)  # (W, k)
+    return (rows[:, None, :, None] * W + cols[None, :, None, :]).flatten()
+
+
+def _neighbors(x, kernel_size, dilation):
+    """(B, heads, H, W, C) -> (B, heads, H, W, k*k, C): each query's window entries."""
+    B, heads, H, W, C = x.shape
+    index = _neighbor_index(H, W, kernel_size, dilation, x.device)
+    picked = x.reshape(B, heads, H * W, C).index_select(2, index)
+    return picked.view(B, heads, H, W, kernel_size * kernel_size, C)
+
+
+def _na2d_qk_gather(q, k, kernel_size, dilation):
+    keys = _neighbors(k, kernel_size, dilation)
+    return (keys @ q.unsqueeze(-1)).squeeze(-1)
+
+
+def _na2d_av_gather(attn, v, kernel_size, dilation):
+    values = _neighbors(v, kernel_size, dilation)
+    return (attn.unsqueeze(-2) @ values).squeeze(-2)
+
+
 # ----------------------------------------------------------------------------- public API
 def na2d_qk(q, k, kernel_size, dilation=1, rpb=None):
     """Attention logits of every query against its neighborhood's keys.
@@ -325,6 +369,11 @@ def na2d_qk(q, k, kernel_size, dilation=1, rpb=None):
     H, W = q.shape[2:4]
     _check_spatial(H, W, kernel_size, dilation)
     _check_rpb(rpb, q.shape[1], kernel_size)
+    if _exporting():
+        attn = _na2d_qk_gather(q, k, kernel_size, dilation)
+        if rpb is not None:
+            attn = attn + _bias_table(rpb, H, W, kernel_size, dilation).to(attn.dtype)
+        return attn
     natten_ops = _natten_split_ops() if q.is_cuda and kernel_size % 2 else None
     if natten_ops is not None:
         return natten_ops[0](q, k, kernel_size, dilation, rpb=rpb)
@@ -353,6 +402,8 @@ def na2d_av(attn, v, kernel_size, dilation=1):
         raise ValueError(f'attn must have kernel_size**2 = {kernel_size * kernel_size} entries '
                          f'in its last dim, got {attn.shape[-1]}')
     _check_spatial(v.shape[2], v.shape[3], kernel_size, dilation)
+    if _exporting():
+        return _na2d_av_gather(attn, v, kernel_size, dilation)
     natten_ops = _natten_split_ops() if v.is_cuda and kernel_size % 2 else None
     if natten_ops is not None:
         return natten_ops[1](attn, v, kernel_size, dilation)
@@ -378,7 +429,8 @@ def na2d(q, k, v, kernel_size, dilation=1, rpb=None, scale=None):
     _check_tensor('v', v, q.shape[:4])
     if scale is None:
         scale = q.shape[-1]**-0.5
-    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16, torch.float32):
+    if (q.is_cuda and q.dtype in (torch.float16, torch.bfloat16, torch.float32)
+            and not _exporting()):
         _check_spatial(q.shape[2], q.shape[3], kernel_size, dilation)
         _check_rpb(rpb, q.shape[1], kernel_size)
         if rpb is None and _natten_fused() is not None:

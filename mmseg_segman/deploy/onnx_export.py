@@ -1,0 +1,202 @@
+"""ONNX export of an MMSeg segmentor: normalised image (1, 3, H, W) -> logits (1, classes, H, W).
+
+The exported graph is MMSeg's whole-image ``encode_decode``: backbone, decode head and the
+resize of the logits to the input size. The data preprocessor (mean/std normalisation,
+BGR->RGB, padding) is not part of it: feed images already normalised, as the preprocessor
+would (:func:`preprocess_summary` describes it for a config).
+
+The exporter is ``torch.onnx.export(..., dynamo=True)`` (``torch.export`` followed by
+onnxscript's translation), which needs the ``onnxscript`` package. While it traces, the
+SegMAN operators take their export paths (see ``is_exporting`` in
+:mod:`mmseg_segman.ops.selective_scan_export`): the selective scan runs as
+``selective_scan_export`` and neighborhood attention as a gather of each query's window;
+the normal paths are unchanged.
+"""
+import importlib.util
+import os
+import os.path as osp
+
+import torch
+import torch.nn as nn
+
+__all__ = [
+    'build_segmentor', 'SegmentorLogits', 'export_onnx', 'verify_onnx', 'require_packages',
+    'preprocess_summary', 'DEFAULT_OPSET'
+]
+
+# torch 2.13's dynamo exporter translates to opset 18 natively (other opsets are converted
+# afterwards by onnx's version converter).
+DEFAULT_OPSET = 18
+_INSTALL_HINT = ('pip install {names}  (tested versions are pinned in requirements/tests.txt '
+                 'of mmseg-segman)')
+
+
+def require_packages(*names):
+    """Raise ImportError naming every missing package and the pip command that installs it."""
+    missing = [name for name in names if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ImportError(f'ONNX export/verification needs the package(s) {", ".join(missing)}, '
+                          'which are not installed: ' +
+                          _INSTALL_HINT.format(names=' '.join(missing)))
+
+
+def _check_file(path, what):
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'{what} file not found: {path}')
+
+
+def build_segmentor(config, checkpoint=None, cfg_options=None):
+    """Build the segmentor of an MMSeg config on CPU in eval mode, optionally with weights.
+
+    Without a checkpoint the weights are the modules' random initialisation (no pretrained
+    weights are loaded: ``init_weights`` is not called). SyncBN is turned into BN.
+
+    Args:
+        config (str): Config file path.
+        checkpoint (str, optional): Checkpoint (an MMEngine ``.pth`` with ``state_dict`` or a
+            bare state dict). Every parameter and buffer of the model must be in it; extra
+            entries are ignored with a warning.
+        cfg_options (dict, optional): Overrides merged into the config (``--cfg-options``).
+
+    Returns:
+        (nn.Module, Config): the segmentor and the loaded config.
+    """
+    import mmseg_segman  # noqa: F401  (compat shims and registration before mmseg builds)
+    from mmengine.config import Config
+    from mmengine.model import revert_sync_batchnorm
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+
+    _check_file(config, 'config')
+    if checkpoint is not None:
+        _check_file(checkpoint, 'checkpoint')
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if 'model' not in cfg:
+        raise KeyError(f'config {config} has no `model` entry')
+    init_default_scope(cfg.get('default_scope', 'mmseg'))
+    model = revert_sync_batchnorm(MODELS.build(cfg.model))
+    if checkpoint is not None:
+        _load_weights(model, checkpoint)
+    return model.cpu().eval(), cfg
+
+
+def _load_weights(model, checkpoint):
+    import warnings
+
+    from mmengine.runner.checkpoint import _load_checkpoint
+
+    ckpt = _load_checkpoint(checkpoint, map_location='cpu')
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f'checkpoint {checkpoint} holds no state dict '
+                         f'(got {type(ckpt).__name__})')
+    state = {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in state.items()}
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys:
+        shown = ', '.join(result.missing_keys[:5])
+        more = len(result.missing_keys) - 5
+        raise KeyError(f'checkpoint {checkpoint} lacks {len(result.missing_keys)} weights of '
+                       f'the model built from the config ({shown}' +
+                       (f', and {more} more)' if more > 0 else ')') +
+                       '; is it a checkpoint of this config?')
+    if result.unexpected_keys:
+        warnings.warn(f'checkpoint {checkpoint}: {len(result.unexpected_keys)} entries not used '
+                      f'by the model, e.g. {result.unexpected_keys[0]}')
+
+
+class SegmentorLogits(nn.Module):
+    """``segmentor.encode_decode`` for one fixed input size: (1, 3, H, W) -> (1, classes, H, W).
+
+    The image metas describe an unpadded image of exactly that size, so the decode head
+    resizes its logits to (H, W) as MMSeg's whole-image inference does.
+    """
+
+    def __init__(self, segmentor, height, width):
+        super().__init__()
+        self.segmentor = segmentor
+        self.height, self.width = int(height), int(width)
+        shape = (self.height, self.width)
+        self.img_metas = [dict(img_shape=shape, ori_shape=shape, pad_shape=shape,
+                               padding_size=[0, 0, 0, 0])]
+
+    def forward(self, inputs):
+        return self.segmentor.encode_decode(inputs, self.img_metas)
+
+
+def _check_shape(shape):
+    if len(shape) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1
+                              for s in shape):
+        raise ValueError(f'shape must be two positive ints (H, W), got {shape!r}')
+
+
+def export_onnx(segmentor, shape, output, opset=DEFAULT_OPSET, optimize=True):
+    """Export ``segmentor`` for inputs of size ``shape`` = (H, W) to the file ``output``.
+
+    The graph has one input ``input`` (1, 3, H, W) float32 and one output ``logits``
+    (1, classes, H, W); the weights are stored inside the file (no external data).
+
+    Returns:
+        SegmentorLogits: the wrapped module that was exported (for comparisons).
+    """
+    require_packages('onnxscript', 'onnx')
+    _check_shape(shape)
+    out_dir = osp.dirname(osp.abspath(output))
+    if not osp.isdir(out_dir):
+        raise FileNotFoundError(f'output directory does not exist: {out_dir}')
+    wrapper = SegmentorLogits(segmentor, *shape).eval()
+    example = torch.zeros(1, 3, *shape)
+    with torch.no_grad():
+        torch.onnx.export(wrapper, (example, ), output, dynamo=True, opset_version=opset,
+                          input_names=['input'], output_names=['logits'], external_data=False,
+                          optimize=optimize, verbose=False)
+    if not osp.isfile(output):
+        raise RuntimeError(f'torch.onnx.export returned but wrote no file at {output}')
+    return wrapper
+
+
+def verify_onnx(module, onnx_file, inputs=None, seed=0):
+    """Run ``onnx_file`` with onnxruntime (CPU) and compare with ``module`` in PyTorch.
+
+    Args:
+        module (nn.Module): The exported module (e.g. the :func:`export_onnx` result).
+        onnx_file (str): The ONNX file.
+        inputs (Tensor, optional): Input (1, 3, H, W); default a standard normal tensor of the
+            graph's input shape drawn with ``seed``.
+        seed (int): Seed of the default input. Default: 0.
+
+    Returns:
+        dict: ``max_abs`` (max |onnx - torch|), ``max_ref`` (max |torch|), ``rel``
+        (``max_abs / max_ref``), ``shape`` (ONNX output shape), ``torch_shape``.
+    """
+    require_packages('onnxruntime')
+    import numpy as np
+    import onnxruntime as ort
+
+    _check_file(onnx_file, 'ONNX')
+    session = ort.InferenceSession(onnx_file, providers=['CPUExecutionProvider'])
+    (graph_input, ) = session.get_inputs()
+    if inputs is None:
+        shape = [int(s) for s in graph_input.shape]
+        inputs = torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        ref = module(inputs).float().numpy()
+    (got, ) = session.run(None, {graph_input.name: inputs.numpy().astype(np.float32)})
+    if got.shape != ref.shape:
+        raise ValueError(f'ONNX output shape {got.shape} differs from PyTorch {ref.shape}')
+    max_abs = float(np.abs(got.astype(np.float64) - ref).max())
+    max_ref = float(np.abs(ref).max())
+    return dict(max_abs=max_abs, max_ref=max_ref, rel=max_abs / max(max_ref, 1e-12),
+                shape=tuple(got.shape), torch_shape=tuple(ref.shape))
+
+
+def preprocess_summary(cfg):
+    """The normalisation the exported graph expects to have been applied (from the config)."""
+    pre = cfg.model.get('data_preprocessor') or cfg.get('data_preprocessor') or {}
+    return dict(mean=pre.get('mean'), std=pre.get('std'),
+                bgr_to_rgb=bool(pre.get('bgr_to_rgb', False)))
+
+
+def file_size_mb(path):
+    return os.path.getsize(path) / 2**20
