@@ -10,8 +10,8 @@ import torch
 
 from mmseg_segman.models.layers.ss2d import SS2D
 from mmseg_segman.ops.selective_scan import selective_scan_ref
-from mmseg_segman.ops.selective_scan_export import (EXPORT_CHUNK, is_exporting,
-                                                    linear_scan_export, selective_scan_export)
+from mmseg_segman.ops.selective_scan_export import (is_exporting, linear_scan_export,
+                                                    selective_scan_export)
 
 
 def loop_scan(s, b):
@@ -137,10 +137,6 @@ def test_argument_errors():
     kw['B'] = torch.zeros(1, 3, 1, 10)  # 3 groups do not divide 4 channels
     with pytest.raises(ValueError, match='B must have shape'):
         selective_scan_export(**kw)
-
-
-def test_default_chunk():
-    assert EXPORT_CHUNK == 16
 
 
 def test_ss2d_switches_to_the_export_scan_under_torch_export():
