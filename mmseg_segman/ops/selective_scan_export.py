@@ -13,7 +13,7 @@ Method. Per channel and state the scan is the linear recurrence
 The sequence is cut into chunks of ``chunk`` steps. Inside a chunk, with zero state at its
 start, ``x_t = sum_{r <= t} exp(S[t, r]) * b_r``, where ``S[t, r] = s_{r+1} + ... + s_t`` is
 the chunk's "segment sum" matrix (computed as a masked cumulative sum, not as a difference of
-prefix sums, so no cancellation), entries above the diagonal set to ``-inf``. The chunk-level
+prefix sums, so no cancellation); a 0/1 mask zeroes the weights above the diagonal. The chunk-level
 recurrence of the final states, ``X_c = exp(s_1 + ... + s_T of chunk c) * X_{c-1} + x_last_c``,
 has the same form with one step per chunk and is solved by the same function, recursively,
 until one chunk holds the whole sequence (``ceil(log_T(length))`` levels, decided from the
@@ -57,20 +57,22 @@ def is_exporting():
     return bool(is_export is not None and is_export())
 
 
-def _segment_sums(s):
-    """(..., T) log-decays -> (..., T, T): ``[t, r] = s_{r+1} + ... + s_t`` if r <= t, else -inf."""
+def _decay_weights(s):
+    """(..., T) log-decays -> (..., T, T) lower-triangular ``exp(s_{r+1} + ... + s_t)`` at [t, r].
+
+    The segment sums come from a cumulative sum over t of ``z[t, r] = s_t * [t > r]``, so each
+    is a sum of its own terms (no difference of large prefix sums). Above the diagonal that
+    sum is empty (0), and the 0/1 mask multiplies ``exp(0) = 1`` by 0.
+    """
     T = s.shape[-1]
-    below = torch.ones(T, T, dtype=torch.bool, device=s.device).tril(-1)  # r < t
-    # z[..., t, r] = s_t where t > r, so the cumulative sum over t gives the segment sums.
-    z = s.unsqueeze(-1).expand(*s.shape, T).masked_fill(~below, 0.0)
-    seg = z.cumsum(dim=-2)
-    on_or_below = torch.ones(T, T, dtype=torch.bool, device=s.device).tril()
-    return seg.masked_fill(~on_or_below, float('-inf'))
+    lower = torch.ones(T, T, dtype=s.dtype, device=s.device).tril()
+    strictly_lower = lower.tril(-1)
+    return torch.exp((s.unsqueeze(-1) * strictly_lower).cumsum(dim=-2)) * lower
 
 
 def _chunk_solve(s, b):
     """Zero-initial-state solution inside each chunk: (..., T) -> (..., T)."""
-    weights = torch.exp(_segment_sums(s))  # (..., T, T), lower triangular, entries in [0, 1]
+    weights = _decay_weights(s)  # entries in [0, 1] when s <= 0
     return (weights @ b.unsqueeze(-1)).squeeze(-1)
 
 
