@@ -55,9 +55,9 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     try:
+        model, cfg = onnx_export.build_segmentor(args.config, args.checkpoint, args.cfg_options)
         onnx_export.require_packages('onnxscript', 'onnx',
                                      *(('onnxruntime', ) if args.verify else ()))
-        model, cfg = onnx_export.build_segmentor(args.config, args.checkpoint, args.cfg_options)
     except (FileNotFoundError, ImportError, KeyError, ValueError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
