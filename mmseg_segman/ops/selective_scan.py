@@ -386,6 +386,18 @@ def _softplus_exp2(s2):
     return s2.clamp_max_(limit).exp2_().log1p_().add_(excess), top
 
 
+def _softplus_float(s):
+    """softplus of a Python float (inf and nan pass through)."""
+    return s if s > _SOFTPLUS_LINEAR or math.isnan(s) else math.log1p(math.exp(s))
+
+
+def _chunk_decay_bound(s2_max, A):
+    """Upper bound, in bits, of any chunk's total decay SCAN_CHUNK * max(dt) * max|A| * log2(e),
+    from the largest softplus argument times log2(e) (as :func:`_softplus_exp2` returns it)."""
+    a_max = float(A.abs().max()) if A.numel() else 0.0
+    return SCAN_CHUNK * _softplus_float(s2_max / _LOG2E) * a_max * _LOG2E
+
+
 def _reduce_to(t, shape):
     """Sum a broadcast product back to an operand's ``shape``; always a new tensor."""
     dims = [i for i, (m, k) in enumerate(zip(shape, t.shape)) if m == 1 and k != 1]
@@ -419,21 +431,18 @@ class _SelectiveScanChunked(torch.autograd.Function):
         Ac = A.to(ct)
         training = any(ctx.needs_input_grad[:8])
 
-        def step_sizes(out):  # dt into a private contiguous buffer; and max(dt) if known
+        def step_sizes(out):  # dt into a private contiguous buffer; and max(s2) (softplus)
             scale = _LOG2E if delta_softplus else 1.0  # exp2 inside softplus wants s * log2(e)
             if delta_bias is not None:
                 torch.add(delta_bias.to(ct)[:, None] * scale, delta.to(ct), alpha=scale, out=out)
             else:
                 torch.mul(delta.to(ct), scale, out=out)
-            if not delta_softplus:
-                return out, math.inf
-            out, top = _softplus_exp2(out)
-            return out, F.softplus(torch.tensor(top / _LOG2E, dtype=torch.float64)).item()
+            return _softplus_exp2(out) if delta_softplus else (out, math.inf)
 
         def decays(out):  # exp(dt * A) = exp2(dt * A * log2(e)): (b, d, n, l)
             return torch.mul(dt.unsqueeze(2), Ac[:, :, None] * _LOG2E, out=out).exp2_()
 
-        dt, dt_max = step_sizes(_new(u.shape, uc))
+        dt, s2_max = step_sizes(_new(u.shape, uc))
         Bv, gB = _bc_view(B.to(ct))
         Cv, gC = _bc_view(C.to(ct))
 
@@ -451,8 +460,8 @@ class _SelectiveScanChunked(torch.autograd.Function):
         # would need the decays themselves: then the decays and their products go over dt's
         # buffer, one buffer fewer to fault in and to pull through the caches. Otherwise
         # dt's buffer takes the products.
-        decay_bits = SCAN_CHUNK * dt_max * float(Ac.abs().max()) * _LOG2E
-        in_place = n == 1 and not training and decaying and decay_bits <= _IN_PLACE_DECAY_BITS
+        in_place = (n == 1 and not training and decaying
+                    and _chunk_decay_bound(s2_max, Ac) <= _IN_PLACE_DECAY_BITS)
         if in_place:
             a = decays(dt.unsqueeze(2))
             prod = a.view(-1, length)
@@ -464,9 +473,8 @@ class _SelectiveScanChunked(torch.autograd.Function):
         if res is None:  # |dt * B * u| so large that the closed form overflowed in place
             if prod is not None:  # the products went over dt (and over a if in_place)
                 dt = step_sizes(dt)[0]
-            if in_place:
+            if in_place:  # from here on as without in_place: products over dt's buffer
                 a = decays(_new((bsz, d, n, length), uc))
-                prod = None
             inp = scan_input(inp)
             res = _linear_scan(a.view(-1, length), inp.view(-1, length), SCAN_CHUNK, decaying,
                                prod=prod)

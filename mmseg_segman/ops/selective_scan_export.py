@@ -38,6 +38,8 @@ Numeric limits (honest list):
 import torch
 import torch.nn.functional as F
 
+from .selective_scan import _bc_view, _check_args, _grouped
+
 __all__ = ['selective_scan_export', 'linear_scan_export', 'is_exporting']
 
 # Steps per chunk: the segment-sum matrices hold chunk * length entries per (batch, channel,
@@ -110,43 +112,6 @@ def linear_scan_export(s, b, chunk=EXPORT_CHUNK):
     return x[..., :length] if pad else x
 
 
-def _check(u, delta, A, B, C, D, z, delta_bias):
-    if u.dim() != 3:
-        raise ValueError(f'u must have shape (batch, channels, length), got {tuple(u.shape)}')
-    bsz, d, length = u.shape
-    if delta.shape != u.shape:
-        raise ValueError(f'delta must have the shape of u {tuple(u.shape)}, '
-                         f'got {tuple(delta.shape)}')
-    if A.dim() != 2 or A.shape[0] != d:
-        raise ValueError(f'A must have shape (channels={d}, d_state), got {tuple(A.shape)}')
-    n = A.shape[1]
-    for name, t in (('B', B), ('C', C)):
-        ok = ((t.dim() == 2 and tuple(t.shape) == (d, n))
-              or (t.dim() == 3 and tuple(t.shape) == (bsz, n, length))
-              or (t.dim() == 4 and t.shape[0] == bsz and t.shape[1] > 0
-                  and d % t.shape[1] == 0 and tuple(t.shape[2:]) == (n, length)))
-        if not ok:
-            raise ValueError(f'{name} must have shape ({d}, {n}), ({bsz}, {n}, {length}) or '
-                             f'({bsz}, groups dividing {d}, {n}, {length}); got {tuple(t.shape)}')
-    for name, t in (('D', D), ('delta_bias', delta_bias)):
-        if t is not None and tuple(t.shape) != (d, ):
-            raise ValueError(f'{name} must have shape ({d},), got {tuple(t.shape)}')
-    if z is not None and z.shape != u.shape:
-        raise ValueError(f'z must have the shape of u {tuple(u.shape)}, got {tuple(z.shape)}')
-
-
-def _per_channel(t, bsz, d):
-    """B or C -> a view broadcasting against (b, d, n, l)."""
-    if t.dim() == 2:  # (d, n), constant over time
-        return t[None, :, :, None]
-    if t.dim() == 3:  # (b, n, l), shared by all channels
-        return t[:, None]
-    groups = t.shape[1]  # (b, g, n, l): channel c uses group c // (d // g)
-    if groups == d:
-        return t
-    return t.unsqueeze(2).expand(bsz, groups, d // groups, *t.shape[2:]).flatten(1, 2)
-
-
 def selective_scan_export(u, delta, A, B, C, D=None, z=None, delta_bias=None,
                           delta_softplus=False, return_last_state=False, chunk=EXPORT_CHUNK):
     """Selective scan with static control flow; arguments and results of ``selective_scan_fn``.
@@ -155,8 +120,7 @@ def selective_scan_export(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     ``return_last_state`` also the final state (b, d, n). ``chunk`` sets the steps per chunk
     of :func:`linear_scan_export`. See the module docstring for the numeric limits.
     """
-    _check(u, delta, A, B, C, D, z, delta_bias)
-    bsz, d, _ = u.shape
+    _check_args(u, delta, A, B, C, D, z, delta_bias)
     dtype_in = u.dtype
     ct = torch.float64 if u.dtype == torch.float64 else torch.float32
     delta = delta.to(ct)
@@ -166,9 +130,11 @@ def selective_scan_export(u, delta, A, B, C, D=None, z=None, delta_bias=None,
         delta = F.softplus(delta)
     u = u.to(ct)
     s = delta.unsqueeze(2) * A.to(ct)[None, :, :, None]  # (b, d, n, l)
-    b = (delta * u).unsqueeze(2) * _per_channel(B.to(ct), bsz, d)  # (b, d, n, l)
+    Bv, gB = _bc_view(B.to(ct))
+    Cv, gC = _bc_view(C.to(ct))
+    b = (_grouped((delta * u).unsqueeze(2), gB) * Bv).flatten(1, 2)  # (b, d, n, l)
     x = linear_scan_export(s, b, chunk)
-    y = (x * _per_channel(C.to(ct), bsz, d)).sum(2)  # (b, d, l)
+    y = (_grouped(x, gC) * Cv).flatten(1, 2).sum(2)  # (b, d, l)
     if D is not None:
         y = y + u * D.to(ct)[:, None]
     if z is not None:

@@ -135,7 +135,7 @@ def test_argument_errors():
         linear_scan_export(torch.zeros(4), torch.zeros(5))
     kw = scan_inputs(1, 4, 10, 1, groups=1, seed=0)
     kw['B'] = torch.zeros(1, 3, 1, 10)  # 3 groups do not divide 4 channels
-    with pytest.raises(ValueError, match='B must have shape'):
+    with pytest.raises(ValueError, match='B has 3 groups, which does not divide'):
         selective_scan_export(**kw)
 
 
