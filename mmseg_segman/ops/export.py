@@ -1,0 +1,26 @@
+"""The export switch read by every operator of this package.
+
+Graph exporters (``torch.onnx.export``, ``torch.export.export``) cannot follow the operators'
+eager implementations: those branch on data (the selective scan picks per chunk between a
+closed form and a step-by-step solve; the tiled neighborhood attention takes Python ints from
+tensors). While :func:`is_exporting` is true, :func:`~mmseg_segman.ops.selective_scan_fn` and
+the neighborhood-attention functions switch to forms made of static tensor operations (see
+:mod:`mmseg_segman.ops.selective_scan_export` and
+:mod:`mmseg_segman.ops.neighborhood_attention.reference`). Model code calls the operators as
+usual and never checks the switch itself.
+"""
+import torch
+
+__all__ = ['is_exporting']
+
+
+def is_exporting() -> bool:
+    """True while ``torch.onnx.export`` (either exporter) or ``torch.export`` traces a model.
+
+    ``torch.onnx.is_in_onnx_export()`` is set by both ONNX exporters (TorchScript and
+    ``dynamo=True``); ``torch.compiler.is_exporting()`` by ``torch.export.export``.
+    """
+    if torch.onnx.is_in_onnx_export():
+        return True
+    is_export = getattr(getattr(torch, 'compiler', None), 'is_exporting', None)
+    return bool(is_export is not None and is_export())
