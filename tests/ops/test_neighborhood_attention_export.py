@@ -1,9 +1,10 @@
-"""The export path of neighborhood attention (gathered windows) against the tiled kernels."""
+"""The export path of neighborhood attention (the gather reference) against the tiled kernels."""
 import pytest
 import torch
 
 from mmseg_segman.ops import na2d, na2d_av, na2d_qk
-from mmseg_segman.ops import neighborhood_attention as na
+from mmseg_segman.ops.neighborhood_attention import na2d_av_reference, na2d_qk_reference
+from mmseg_segman.ops.neighborhood_attention.common import window_keys
 
 
 def inputs(shape, kernel_size, seed):
@@ -23,18 +24,18 @@ def inputs(shape, kernel_size, seed):
 def test_gather_path_equals_tiled_kernels(shape, kernel_size, dilation):
     q, k, v, _ = inputs(shape, kernel_size, seed=sum(shape))
     logits = na2d_qk(q, k, kernel_size, dilation)
-    gathered = na._na2d_qk_gather(q, k, kernel_size, dilation)
+    gathered = na2d_qk_reference(q, k, kernel_size, dilation)
     assert gathered.shape == logits.shape == (*shape[:4], kernel_size**2)
     assert (gathered - logits).abs().max().item() <= 1e-5 * logits.abs().max().item()
     attn = logits.softmax(-1)
     out = na2d_av(attn, v, kernel_size, dilation)
-    out_gathered = na._na2d_av_gather(attn, v, kernel_size, dilation)
+    out_gathered = na2d_av_reference(attn, v, kernel_size, dilation)
     assert (out_gathered - out).abs().max().item() <= 1e-5 * out.abs().max().item()
 
 
 def test_window_keys_by_hand():
     # length 7, k = 3, d = 2: groups {0,2,4,6} and {1,3,5}; windows shift inward at the ends.
-    keys = na._window_keys(7, 3, 2, 'cpu')
+    keys = window_keys(7, 3, 2, 'cpu')
     assert keys.tolist() == [[0, 2, 4], [1, 3, 5], [0, 2, 4], [1, 3, 5], [2, 4, 6], [1, 3, 5],
                              [2, 4, 6]]
 
@@ -50,7 +51,7 @@ def test_na2d_is_exportable_and_matches_eager():
     module = Attention()
     eager = module(q, k, v, rpb)
     # The tiled kernels take Python ints from tensors, which torch.export refuses; while
-    # exporting, na2d_qk / na2d_av switch to the gather path.
+    # exporting, na2d switches to the gather reference.
     program = torch.export.export(module, (q, k, v, rpb))
     exported = program.module()(q, k, v, rpb)
     assert exported.shape == (1, 2, 10, 12, 4)
