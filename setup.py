@@ -1,4 +1,11 @@
-from setuptools import find_packages, setup
+import os
+
+from setuptools import Command, find_packages, setup
+
+try:
+    from setuptools.command.build import build
+except ImportError:  # setuptools < 62.4
+    from distutils.command.build import build
 
 
 def read_version():
@@ -11,6 +18,49 @@ def read_version():
 def read_requirements(path):
     with open(path) as f:
         return [ln.split('#')[0].strip() for ln in f if ln.split('#')[0].strip()]
+
+
+class build_autoload_pth(Command):
+    """Write mmseg_segman_autoload.pth (mmseg_segman/_autoload.py) into site-packages.
+
+    A plain build puts it at the root of build_lib, hence of the wheel. An editable
+    install (PEP 660) ignores build_lib, so there it goes straight into the unpacked
+    editable wheel, which is the install command's install_lib during that build.
+    """
+    description = 'write the autoload .pth file'
+    user_options = []
+    editable_mode = False
+
+    def initialize_options(self):
+        self.build_lib = None
+
+    def finalize_options(self):
+        self.set_undefined_options('build', ('build_lib', 'build_lib'))
+
+    def _target(self):
+        root = (self.get_finalized_command('install').install_lib
+                if self.editable_mode else self.build_lib)
+        return os.path.join(root, self._constant('PTH_NAME'))
+
+    @staticmethod
+    def _constant(name):
+        scope = {}  # the module defines constants and functions only (standard library)
+        with open('mmseg_segman/_autoload.py') as f:
+            exec(f.read(), scope)
+        return scope[name]
+
+    def run(self):
+        target = self._target()
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, 'w') as f:
+            f.write(self._constant('PTH_CONTENT'))
+
+    def get_outputs(self):
+        return [self._target()]
+
+
+class build_with_autoload(build):
+    sub_commands = build.sub_commands + [('build_autoload_pth', None)]
 
 
 setup(
@@ -30,4 +80,5 @@ setup(
         'tests': read_requirements('requirements/tests.txt'),
     },
     license='Apache-2.0',
+    cmdclass={'build': build_with_autoload, 'build_autoload_pth': build_autoload_pth},
 )

@@ -24,10 +24,12 @@ needs_stub = pytest.mark.skipif(
 
 
 def run_python(code, tmp_path, **env):
-    """Run ``code`` in a fresh interpreter (no plugin imported unless the code does)."""
+    """Run ``code`` in a fresh interpreter (no plugin imported unless the code does:
+    the installed autoload hook is off)."""
     return subprocess.run(
         [sys.executable, '-c', code], cwd=tmp_path, capture_output=True, text=True,
-        env={**os.environ, 'PYTHONPATH': str(REPO_ROOT), **env}, timeout=240)
+        env={**os.environ, 'PYTHONPATH': str(REPO_ROOT),
+             'MMSEG_SEGMAN_NO_AUTOLOAD': '1', **env}, timeout=240)
 
 
 # --------------------------------------------------------------------------------------

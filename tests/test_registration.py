@@ -63,7 +63,8 @@ def test_zoo_first_then_plugin_in_a_fresh_interpreter(tmp_path):
             'for c in MODELS.module_dict.values()))\n')
     result = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, text=True,
                             capture_output=True, timeout=240,
-                            env={**os.environ, 'PYTHONPATH': str(REPO_ROOT)})
+                            env={**os.environ, 'PYTHONPATH': str(REPO_ROOT),
+                                 'MMSEG_SEGMAN_NO_AUTOLOAD': '1'})
     assert result.returncode == 0, result.stderr
     in_process = sum(c.__module__.startswith('mmseg_segman.')
                      for c in MODELS.module_dict.values())
