@@ -4,10 +4,10 @@ import pytest
 import torch
 import torch.nn as nn
 from mmengine.structures import PixelData
-
-import mmseg_segman  # noqa: F401  (registers the plugin's modules)
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
+
+import mmseg_segman  # noqa: F401  (registers the plugin's modules)
 from mmseg_segman.models.decode_heads.segman_head import SegMANDecoder
 
 T_HEAD = dict(type='SegMANDecoder', in_channels=[32, 64, 144, 192], channels=128,

@@ -4,8 +4,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-
-import mmseg_segman  # noqa: F401,I001  (first: applies the compat shims, registers the modules)
 from mmengine.config import Config
 from mmengine.model import revert_sync_batchnorm
 from mmengine.runner import load_checkpoint
@@ -14,6 +12,8 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 from mmseg.utils import register_all_modules
 from torch.nn.modules.batchnorm import _BatchNorm
+
+import mmseg_segman  # noqa: F401,I001  (first: applies the compat shims, registers the modules)
 
 REPO = next(p for p in Path(__file__).resolve().parents if (p / 'mmseg_segman').is_dir())
 CONFIGS = REPO / 'configs' / 'segman'

@@ -9,66 +9,24 @@ The module tree, parameter names and shapes follow the official encoder
 its ImageNet checkpoints (through ``init_cfg``) and segmentation checkpoints (``load_from``) load
 unchanged.
 """
-import argparse
-import contextlib
-import warnings
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.utils.checkpoint as cp
 from mmcv.cnn import build_activation_layer, build_norm_layer
 from mmcv.cnn.bricks import DropPath
-from mmengine.logging import print_log
 from mmengine.model import BaseModule
-from mmengine.model.weight_init import constant_init, initialize, trunc_normal_init
-from mmengine.runner.checkpoint import CheckpointLoader, load_state_dict
+from mmengine.model.weight_init import constant_init, trunc_normal_init
 from mmseg.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mmseg_segman.ops import na2d_av, na2d_qk
-from ..layers.segman_blocks import ConvFFN, LayerNorm2d, LayerScale2d, RoPE2d, apply_rope2d
+from ..layers.ffn import DepthwiseConvFFN
+from ..layers.layer_scale import LayerScale2d
+from ..layers.norm import LayerNorm2d
+from ..layers.segman_blocks import RoPE2d, apply_rope2d, heads_to_channels, neighborhood_attention
 from ..layers.ss2d import SS2D
-
-
-def neighborhood_attention(q, k, v, kernel_size, rpb=None):
-    """2-D neighborhood attention that also accepts maps smaller than the kernel.
-
-    NATTEN (and the official model) rejects an axis shorter than ``kernel_size``. Here such an
-    axis is zero-padded at its end to ``kernel_size`` and the padded keys are masked out, so each
-    query attends to every real position of that axis, with the relative-position bias of the
-    true offset. This is the NATTEN window rule with the window clipped to the map; maps of at
-    least ``kernel_size`` take the plain NATTEN path unchanged.
-
-    Args:
-        q (Tensor): (B, heads, H, W, head_dim), already scaled.
-        k (Tensor): (B, heads, H, W, head_dim).
-        v (Tensor): (B, heads, H, W, head_dim).
-        kernel_size (int): Odd neighborhood size.
-        rpb (Tensor, optional): (heads, 2*kernel_size-1, 2*kernel_size-1) bias.
-
-    Returns:
-        Tensor: (B, heads, H, W, head_dim).
-    """
-    height, width = q.shape[2:4]
-    pad_h, pad_w = max(kernel_size - height, 0), max(kernel_size - width, 0)
-    if pad_h or pad_w:
-        q, k, v = (F.pad(t, (0, 0, 0, pad_w, 0, pad_h)) for t in (q, k, v))
-    attn = na2d_qk(q, k, kernel_size, rpb=rpb)
-    if pad_h or pad_w:
-        # On an axis padded to exactly kernel_size every window starts at 0, so neighbour slot j
-        # is key position j there; on an unpadded axis (length >= kernel) nothing is masked.
-        slots = torch.arange(kernel_size, device=q.device)
-        valid = ((slots < height)[:, None] & (slots < width)[None, :]).flatten()
-        attn = attn.masked_fill(~valid, float('-inf'))
-    x = na2d_av(attn.softmax(dim=-1), v, kernel_size)
-    return x[:, :, :height, :width]
-
-
-def heads_to_channels(x):
-    """(B, heads, H, W, head_dim) -> (B, heads*head_dim, H, W), head-major channels."""
-    b, n, h, w, c = x.shape
-    return x.permute(0, 1, 4, 2, 3).reshape(b, n * c, h, w)
+from .base import InitCfg, SegBackbone, drop_path_schedule, run_block
 
 
 class LASSAttention(BaseModule):
@@ -203,7 +161,8 @@ class LASSBlock(BaseModule):
                                          norm_cfg=norm_cfg)
         self.cpe2 = nn.Conv2d(embed_dims, embed_dims, kernel_size=3, padding=1, groups=embed_dims)
         self.norm2 = LayerNorm2d(embed_dims)
-        self.mlp = ConvFFN(embed_dims, int(mlp_ratio * embed_dims), act_cfg=act_cfg)
+        self.mlp = DepthwiseConvFFN(embed_dims, int(mlp_ratio * embed_dims), act_cfg=act_cfg,
+                                    dw_name='dwconv')
         self.drop_path = DropPath(drop_path)
         if layer_scale_init_value is None:
             self.layer_scale1 = self.layer_scale2 = nn.Identity()
@@ -223,9 +182,8 @@ class SegMANStage(BaseModule):
 
     Args:
         drop_paths (Sequence[float]): Stochastic depth rate of each block (one block each).
-        with_cp (bool): Recompute each block in the backward pass (gradient checkpointing) to
-            save memory. BN running statistics are then updated twice per step, as with every
-            checkpointed MMSeg backbone. Default: False.
+        with_cp (bool): Gradient checkpointing of each block (see
+            :func:`~.base.run_block`). Default: False.
         init_cfg (dict, optional): Initialisation config. Default: None.
         **block_kwargs: Arguments of :class:`LASSBlock` (embed_dims, num_heads, ...).
     """
@@ -237,19 +195,15 @@ class SegMANStage(BaseModule):
         self.blocks = nn.ModuleList(
             LASSBlock(drop_path=rate, **block_kwargs) for rate in drop_paths)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         sin, cos = self.rope(*x.shape[2:])
         for block in self.blocks:
-            # Not conditioned on x.requires_grad: behind a frozen stem the blocks still train.
-            if self.with_cp and torch.is_grad_enabled():
-                x = cp.checkpoint(block, x, sin, cos, use_reentrant=False)
-            else:
-                x = block(x, sin, cos)
+            x = run_block(block, x, sin, cos, with_cp=self.with_cp)
         return x
 
 
 @MODELS.register_module()
-class SegMANEncoder(BaseModule):
+class SegMANEncoder(SegBackbone):
     """SegMAN encoder (the backbone of SegMAN, CVPR 2025).
 
     Stem (four 3x3 convs, stride 4) -> 4 stages of LASS blocks, with a 3x3 stride-2 conv + BN
@@ -290,10 +244,11 @@ class SegMANEncoder(BaseModule):
         with_cp (bool): Gradient checkpointing of every block. Default: False.
         pretrained (str, optional): Deprecated MMSeg spelling of
             ``init_cfg=dict(type='Pretrained', checkpoint=pretrained)``. Default: None.
-        init_cfg (dict, optional): None for the official random initialisation, or
-            ``dict(type='Pretrained', checkpoint=path[, prefix='backbone.'])``. Released
-            ImageNet checkpoints (``.pth.tar``) are read with ``state_dict_ema`` preferred over
-            ``state_dict``; their ``classifier.*`` keys are ignored and reported. Default: None.
+        init_cfg (dict | list[dict], optional): None for the official random initialisation,
+            or ``dict(type='Pretrained', checkpoint=path[, prefix='backbone.', strict=True])``
+            (see :class:`~.base.SegBackbone`). Released ImageNet checkpoints (``.pth.tar``)
+            are read with ``state_dict_ema`` preferred over ``state_dict``; their
+            ``classifier.*`` keys are dropped and counted. Default: None.
     """
 
     # Official SegMANEncoder_{t,s,b,l}; dilation is 1 everywhere.
@@ -307,43 +262,47 @@ class SegMANEncoder(BaseModule):
         'l': dict(embed_dims=(96, 192, 432, 640), depths=(4, 4, 28, 4), num_heads=(4, 8, 12, 20),
                   kernel_sizes=(11, 9, 7, 7), mlp_ratios=(4, 4, 3, 3), layer_scale=True),
     }
-    num_stages = 4
     # Top-level keys of the ImageNet classification head in the released checkpoints.
-    classifier_prefix = 'classifier.'
+    classifier_prefixes = ('classifier.', )
+    pretrained_hint = ('SegMAN_Encoder_{t,s,b,l}.pth.tar from the Google Drive folder in the '
+                       'SegMAN README, '
+                       'https://drive.google.com/drive/folders/1QYU7nhpe0ddH7bPxI7VH4drc__07uEHs')
 
     def __init__(self,
-                 arch='t',
-                 embed_dims=None,
-                 depths=None,
-                 num_heads=None,
-                 kernel_sizes=None,
-                 mlp_ratios=None,
-                 layer_scale=None,
-                 layer_scale_init_value=1e-6,
-                 in_channels=3,
-                 pretrain_img_size=224,
-                 drop_path_rate=0.,
-                 out_indices=(0, 1, 2, 3),
-                 frozen_stages=-1,
-                 norm_cfg=dict(type='BN', requires_grad=True),
-                 act_cfg=dict(type='GELU'),
-                 with_cp=False,
-                 pretrained=None,
-                 init_cfg=None):
-        if pretrained is not None:
-            # MMSeg's segmentor passes its own ``pretrained`` here (deprecated in MMSeg 1.x).
-            if init_cfg is not None:
-                raise ValueError('set either pretrained or init_cfg of SegMANEncoder, not both')
-            if not isinstance(pretrained, str):
-                raise TypeError(f'pretrained must be a checkpoint path (str), got '
-                                f'{type(pretrained).__name__}')
-            warnings.warn('SegMANEncoder: pretrained is deprecated, use '
-                          'init_cfg=dict(type="Pretrained", checkpoint=...)', DeprecationWarning)
-            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
-        super().__init__(init_cfg=init_cfg)
-        settings = self._resolve_arch(
+                 arch: Union[str, dict] = 't',
+                 embed_dims: Optional[Sequence[int]] = None,
+                 depths: Optional[Sequence[int]] = None,
+                 num_heads: Optional[Sequence[int]] = None,
+                 kernel_sizes: Optional[Sequence[int]] = None,
+                 mlp_ratios: Optional[Sequence[float]] = None,
+                 layer_scale: Optional[bool] = None,
+                 layer_scale_init_value: float = 1e-6,
+                 in_channels: int = 3,
+                 pretrain_img_size: Union[int, Tuple[int, int]] = 224,
+                 drop_path_rate: float = 0.,
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 frozen_stages: int = -1,
+                 norm_cfg: dict = dict(type='BN', requires_grad=True),
+                 act_cfg: dict = dict(type='GELU'),
+                 with_cp: bool = False,
+                 pretrained: Optional[str] = None,
+                 init_cfg: InitCfg = None) -> None:
+        super().__init__(out_indices, frozen_stages, with_cp, pretrained, init_cfg)
+        settings = self.resolve_arch(
             arch, embed_dims=embed_dims, depths=depths, num_heads=num_heads,
             kernel_sizes=kernel_sizes, mlp_ratios=mlp_ratios, layer_scale=layer_scale)
+        for i, (dims, heads, kernel) in enumerate(
+                zip(settings['embed_dims'], settings['num_heads'], settings['kernel_sizes'])):
+            if dims % heads or (dims // heads) % 4:
+                raise ValueError(
+                    f'stage {i + 1}: embed_dims ({dims}) must split into num_heads ({heads}) '
+                    f'heads whose size is divisible by 4 (2-D RoPE)')
+            if kernel < 1 or kernel % 2 == 0:
+                raise ValueError(f'stage {i + 1}: kernel_sizes must be odd and positive, got '
+                                 f'{kernel}')
+        if settings['embed_dims'][0] % 2:
+            raise ValueError(f'embed_dims[0] must be even (the stem halves it), got '
+                             f'{settings["embed_dims"][0]}')
         embed_dims = settings['embed_dims']
         depths = settings['depths']
         if isinstance(pretrain_img_size, int):
@@ -351,16 +310,8 @@ class SegMANEncoder(BaseModule):
         if len(pretrain_img_size) != 2 or min(pretrain_img_size) < 32:
             raise ValueError(f'pretrain_img_size must be an int or (h, w), each >= 32, got '
                              f'{pretrain_img_size!r}')
-        if not 0 <= drop_path_rate < 1:
-            raise ValueError(f'drop_path_rate must be in [0, 1), got {drop_path_rate!r}')
-        out_indices = tuple(out_indices)
-        if not out_indices or any(i not in range(self.num_stages) for i in out_indices):
-            raise ValueError(f'out_indices must be a non-empty subset of 0..3, got {out_indices}')
-        if frozen_stages not in range(-1, self.num_stages + 1):
-            raise ValueError(f'frozen_stages must be in -1..4, got {frozen_stages!r}')
         self.arch = settings
-        self.out_indices = out_indices
-        self.frozen_stages = frozen_stages
+        self.in_channels = in_channels
 
         c = embed_dims[0]
         norm = [build_norm_layer(norm_cfg, n)[1] for n in (c // 2, c // 2, c, c)]
@@ -373,15 +324,13 @@ class SegMANEncoder(BaseModule):
             build_activation_layer(act_cfg),
             nn.Conv2d(c, c, 3, padding=1, bias=False), norm[3])
 
-        # Explicit CPU device: the schedule is plain numbers even when built under a meta device.
-        drop_paths = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
+        drop_paths = drop_path_schedule(drop_path_rate, depths)
         global_size = (pretrain_img_size[0] // 32, pretrain_img_size[1] // 32)
         self.layers = nn.ModuleList()
         for i in range(self.num_stages):
-            first = sum(depths[:i])
             self.layers.append(
                 SegMANStage(
-                    drop_paths[first:first + depths[i]],
+                    drop_paths[i],
                     with_cp=with_cp,
                     embed_dims=embed_dims[i],
                     num_heads=settings['num_heads'][i],
@@ -401,150 +350,31 @@ class SegMANEncoder(BaseModule):
                 self.layers.append(nn.Identity())
         self._freeze_stages()
 
-    @classmethod
-    def _resolve_arch(cls, arch, **overrides):
-        if isinstance(arch, str):
-            if arch.lower() not in cls.arch_settings:
-                raise ValueError(f'arch must be one of {sorted(cls.arch_settings)} or a dict, '
-                                 f'got {arch!r}')
-            settings = dict(cls.arch_settings[arch.lower()])
-        elif isinstance(arch, dict):
-            missing = set(cls.arch_settings['t']) - set(arch)
-            if missing:
-                raise ValueError(f'arch dict is missing keys {sorted(missing)}')
-            settings = dict(arch)
-        else:
-            raise TypeError(f'arch must be a str or dict, got {type(arch).__name__}')
-        settings.update({k: v for k, v in overrides.items() if v is not None})
-
-        for key in ('embed_dims', 'depths', 'num_heads', 'kernel_sizes', 'mlp_ratios'):
-            settings[key] = tuple(settings[key])
-            if len(settings[key]) != cls.num_stages:
-                raise ValueError(f'{key} needs {cls.num_stages} values (one per stage), got '
-                                 f'{settings[key]}')
-        for i, (dims, heads, kernel) in enumerate(
-                zip(settings['embed_dims'], settings['num_heads'], settings['kernel_sizes'])):
-            if dims % heads or (dims // heads) % 4:
-                raise ValueError(
-                    f'stage {i + 1}: embed_dims ({dims}) must split into num_heads ({heads}) '
-                    f'heads whose size is divisible by 4 (2-D RoPE)')
-            if kernel < 1 or kernel % 2 == 0:
-                raise ValueError(f'stage {i + 1}: kernel_sizes must be odd and positive, got '
-                                 f'{kernel}')
-        if settings['embed_dims'][0] % 2:
-            raise ValueError(f'embed_dims[0] must be even (the stem halves it), got '
-                             f'{settings["embed_dims"][0]}')
-        if any(d < 1 for d in settings['depths']):
-            raise ValueError(f'depths must be >= 1, got {settings["depths"]}')
-        return settings
-
-    def _frozen_modules(self):
+    def frozen_modules(self) -> List[nn.Module]:
         """The stem, then per frozen stage its input downsampling conv and its blocks."""
-        if self.frozen_stages < 0:
-            return []
         return [self.patch_embed, *self.layers[:max(2 * self.frozen_stages - 1, 0)]]
 
-    def _freeze_stages(self):
-        for module in self._frozen_modules():
-            module.eval()
-            for param in module.parameters():
-                param.requires_grad = False
-
-    def train(self, mode=True):
-        """Set train/eval mode, keeping the frozen stages (and their BN statistics) in eval."""
-        super().train(mode)
-        self._freeze_stages()
-        return self
-
     @staticmethod
-    def _official_init(module):
-        """The official random initialisation of one module."""
+    def _official_init(module: nn.Module) -> None:
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             trunc_normal_init(module, std=.02, bias=0.)
         elif isinstance(module, (nn.LayerNorm, nn.GroupNorm, _BatchNorm)):
             constant_init(module, val=1.0, bias=0.)
 
-    def init_weights(self):
-        """Official random init, then any other ``init_cfg`` entries, then a ``Pretrained`` one.
-
-        mmengine's own ``Pretrained`` initialiser would read ``state_dict`` and miss the EMA
-        weights of the released checkpoints, so it is handled by :meth:`load_pretrained`.
-        """
-        cfgs = [] if self.init_cfg is None else (
-            [self.init_cfg] if isinstance(self.init_cfg, dict) else list(self.init_cfg))
-        pretrained = [cfg for cfg in cfgs if cfg.get('type') == 'Pretrained']
-        others = [cfg for cfg in cfgs if cfg.get('type') != 'Pretrained']
-        if len(pretrained) > 1:
-            raise ValueError(f'init_cfg holds {len(pretrained)} Pretrained entries; give one')
-        # Parameters that are not Conv/Linear/norm weights (relative-position biases, layer
-        # scales, SS2D) keep the values set at construction, as in the official code.
+    def official_init_weights(self) -> None:
+        """Truncated normal (std 0.02) for convs and linears, unit/zero norms. Parameters that
+        are not Conv/Linear/norm weights (relative-position biases, layer scales, SS2D) keep
+        the values set at construction, as in the official code."""
         self.apply(self._official_init)
-        if others:
-            initialize(self, others)
-        if pretrained:
-            cfg = pretrained[0]
-            if 'checkpoint' not in cfg:
-                raise ValueError(f'Pretrained init_cfg needs a checkpoint, got {cfg}')
-            self.load_pretrained(cfg['checkpoint'], prefix=cfg.get('prefix'),
-                                 map_location=cfg.get('map_location', 'cpu'))
-        self._is_init = True
 
-    def load_pretrained(self, checkpoint, prefix=None, map_location='cpu'):
-        """Load encoder weights from an official ImageNet or segmentation checkpoint.
-
-        Args:
-            checkpoint (str): Path or URL, e.g. ``SegMAN_Encoder_t.pth.tar``.
-            prefix (str, optional): Only keys starting with it are used, with it removed
-                (``'backbone.'`` for a segmentation checkpoint). Default: None.
-            map_location (str): Device to load to. Default: 'cpu'.
-
-        Of ``state_dict_ema`` / ``state_dict`` the first present is used (the EMA weights are the
-        released ones); a checkpoint without either is taken as a bare state dict. The ImageNet
-        head (``classifier.*``) is dropped and reported; other key mismatches are logged as
-        warnings and shape mismatches raise.
-        """
-        # timm's training script stores its argparse.Namespace next to the weights; allow just
-        # that type for weights-only unpickling (torch < 2.5 does not unpickle weights-only).
-        safe_globals = getattr(torch.serialization, 'safe_globals', None)
-        with safe_globals([argparse.Namespace]) if safe_globals else contextlib.nullcontext():
-            ckpt = CheckpointLoader.load_checkpoint(checkpoint, map_location=map_location)
-        for source in ('state_dict_ema', 'state_dict'):
-            if source in ckpt:
-                state_dict = ckpt[source]
-                break
-        else:
-            source, state_dict = 'the whole file', ckpt
-        if prefix:
-            state_dict = {k[len(prefix):]: v for k, v in state_dict.items()
-                          if k.startswith(prefix)}
-            if not state_dict:
-                raise ValueError(f'no key of {checkpoint} starts with prefix {prefix!r}')
-        classifier = sorted(k for k in state_dict if k.startswith(self.classifier_prefix))
-        state_dict = {k: v for k, v in state_dict.items() if k not in classifier}
-
-        own = self.state_dict()
-        mismatched = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
-                      for k, v in state_dict.items() if k in own and v.shape != own[k].shape]
-        if mismatched:
-            raise ValueError(f'{checkpoint} does not fit this SegMANEncoder (check arch and '
-                             f'pretrain_img_size); shape mismatches: ' + '; '.join(mismatched))
-        print_log(f'SegMANEncoder: loading {source} of {checkpoint}', logger='current')
-        if classifier:
-            print_log(f'SegMANEncoder: ignored {len(classifier)} ImageNet classifier keys: '
-                      f'{", ".join(classifier)}', logger='current')
-        load_state_dict(self, state_dict, strict=False, logger='current')
-
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """Args: x (Tensor): (B, in_channels, H, W).
 
         Returns:
             tuple[Tensor]: for each stage in ``out_indices``, (B, embed_dims[i], ceil(H / s),
             ceil(W / s)) with s = 4, 8, 16, 32.
         """
-        in_channels = self.patch_embed[0].in_channels
-        if x.dim() != 4 or x.shape[1] != in_channels:
-            raise ValueError(f'SegMANEncoder expects x of shape (B, {in_channels}, H, W), got '
-                             f'{tuple(x.shape)}')
+        self.check_input(x, self.in_channels)
         x = self.patch_embed(x)
         outs = []
         for i, layer in enumerate(self.layers):

@@ -12,22 +12,29 @@ state-dict keys (see ``docs/segnext.md``) and adds what the built-in lacks:
   stored as ``mlp.dwconv.dwconv.*`` instead of ``mlp.dwconv.*`` (the rename
   happens in :meth:`ConvMlp._load_from_state_dict`, so it applies to
   ``init_cfg=dict(type='Pretrained')`` and to ``load_from`` alike);
-* variants are chosen by name (``arch='t' | 's' | 'b' | 'l'``);
+* variants are chosen by name (``arch='t' | 's' | 'b' | 'l'``), and MMSeg ``MSCAN``'s own
+  arguments (``embed_dims``, ``depths``, ``mlp_ratios``, ``num_stages``, ``pretrained``) are
+  accepted too, so ``type='SegNeXtMSCAN'`` drops into MMSeg's SegNeXt configs;
+* the plugin's backbone contract (``out_indices``, ``frozen_stages``, ``with_cp``, ``init_cfg``
+  lists, strict pretrained loading; see :class:`~.base.SegBackbone`);
 * ``in_channels`` is honoured by the stem (the built-in hard-codes 3);
 * blocks work on ``(B, C, H, W)`` maps throughout instead of converting to
   tokens and back in every block.
 """
 import math
+from typing import List, Optional, Sequence, Union
 
-import torch
 import torch.nn as nn
 from mmcv.cnn import build_activation_layer, build_norm_layer
 from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import constant_init, normal_init
+from mmseg.registry import MODELS
 from torch import Tensor
 
-from mmseg.registry import MODELS
+from ..layers.layer_scale import layer_scale_parameter, scale_channels
+from ..layers.norm import LayerNorm2d
+from .base import InitCfg, SegBackbone, drop_path_schedule
 
 
 class MultiScaleConvAttention(BaseModule):
@@ -187,8 +194,9 @@ class MSCABlock(BaseModule):
         paddings (Sequence): Passed to :class:`MultiScaleConvAttention`.
         drop (float): Dropout rate of the MLP. Defaults to 0.
         drop_path (float): Stochastic depth rate. Defaults to 0.
-        layer_scale_init (float): Initial value of both layer scales.
-            Defaults to 1e-2, as in the official code.
+        layer_scale_init (float, optional): Initial value of both layer
+            scales; None for no layer scale. Defaults to 1e-2, as in the
+            official code.
         act_cfg (dict): Activation config. Defaults to ``dict(type='GELU')``.
         norm_cfg (dict): Norm config (a 2d norm). Defaults to
             ``dict(type='SyncBN', requires_grad=True)``.
@@ -217,17 +225,19 @@ class MSCABlock(BaseModule):
             channels, int(channels * mlp_ratio), act_cfg=act_cfg, drop=drop)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else \
             nn.Identity()
-        self.layer_scale_1 = nn.Parameter(
-            torch.full((channels, ), layer_scale_init))
-        self.layer_scale_2 = nn.Parameter(
-            torch.full((channels, ), layer_scale_init))
+        if layer_scale_init is None:
+            self.layer_scale_1 = self.layer_scale_2 = None
+        else:
+            self.layer_scale_1 = layer_scale_parameter(channels, layer_scale_init)
+            self.layer_scale_2 = layer_scale_parameter(channels, layer_scale_init)
+
+    @staticmethod
+    def _scale(gamma, x: Tensor) -> Tensor:
+        return x if gamma is None else scale_channels(x, gamma)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x + self.drop_path(
-            self.layer_scale_1[:, None, None] * self.attn(self.norm1(x)))
-        x = x + self.drop_path(
-            self.layer_scale_2[:, None, None] * self.mlp(self.norm2(x)))
-        return x
+        x = x + self.drop_path(self._scale(self.layer_scale_1, self.attn(self.norm1(x))))
+        return x + self.drop_path(self._scale(self.layer_scale_2, self.mlp(self.norm2(x))))
 
 
 class ConvStem(BaseModule):
@@ -294,7 +304,7 @@ class ConvDownsample(BaseModule):
 
 
 @MODELS.register_module()
-class SegNeXtMSCAN(BaseModule):
+class SegNeXtMSCAN(SegBackbone):
     """MSCAN backbone of SegNeXt.
 
     Four stages at strides 4, 8, 16 and 32. Stage ``i`` is a downsampling
@@ -308,10 +318,17 @@ class SegNeXtMSCAN(BaseModule):
         arch (str | dict): One of ``arch_settings`` (``'t'``, ``'s'``,
             ``'b'``, ``'l'``), or a dict with keys ``embed_dims``, ``depths``
             and ``mlp_ratios`` (one entry per stage). Defaults to ``'t'``.
+        embed_dims, depths, mlp_ratios (Sequence, optional): Per-stage values
+            overriding ``arch`` (MMSeg ``MSCAN``'s arguments).
+        num_stages (int, optional): MMSeg ``MSCAN``'s argument; must equal the
+            number of stages of the arch when given.
         in_channels (int): Number of image channels. Defaults to 3.
         drop_rate (float): Dropout rate in the MLPs. Defaults to 0.
         drop_path_rate (float): Stochastic depth rate of the last block; it
             grows linearly from 0 over all blocks. Defaults to 0.1.
+        layer_scale (bool): Per-channel layer scale in every block (as the
+            official code). Defaults to True.
+        layer_scale_init_value (float): Its initial value. Defaults to 1e-2.
         attention_kernel_sizes (Sequence): Kernel sizes of MSCA, see
             :class:`MultiScaleConvAttention`. Defaults to
             ``[5, [1, 7], [1, 11], [1, 21]]``.
@@ -321,15 +338,22 @@ class SegNeXtMSCAN(BaseModule):
         norm_cfg (dict): Config of the 2d norms in the stem, downsampling
             layers and blocks. Defaults to
             ``dict(type='SyncBN', requires_grad=True)``.
+        out_indices (Sequence[int]): Stages to return. Defaults to all.
+        frozen_stages (int): See :class:`SegBackbone`; stage i is
+            ``patch_embed{i}``, ``block{i}`` and ``norm{i}``. Defaults to -1.
+        with_cp (bool): Gradient checkpointing of each block. Defaults to False.
+        pretrained (str, optional): Deprecated alias of a ``Pretrained``
+            init_cfg (MMSeg's ``MSCAN`` argument).
         init_cfg (dict | list[dict], optional): Initialization config, e.g.
             ``dict(type='Pretrained', checkpoint=...)`` with an ImageNet
-            checkpoint in either key format. When None, the official
-            initialisation is used (see :meth:`init_weights`).
+            checkpoint in either key format. The official initialisation
+            always runs first (see :meth:`official_init_weights`).
 
     Shape:
-        Input ``(B, in_channels, H, W)``; output a list of 4 maps
-        ``(B, embed_dims[i], H_i, W_i)`` with ``H_1 = ceil(H / 4)`` and each
-        later size the ceiling of half the previous one.
+        Input ``(B, in_channels, H, W)``; output a list of the maps
+        ``(B, embed_dims[i], H_i, W_i)`` of ``out_indices`` with
+        ``H_1 = ceil(H / 4)`` and each later size the ceiling of half the
+        previous one.
     """
 
     # yapf: disable
@@ -344,30 +368,49 @@ class SegNeXtMSCAN(BaseModule):
                   mlp_ratios=[8, 8, 4, 4]),
     }
     # yapf: enable
+    num_stages = None  # as many as the arch has
+    # VAN-style ImageNet files keep their classifier under ``head.``.
+    classifier_prefixes = ('head.', )
+    pretrained_hint = ("MMSeg's converted mscan_{t,s,b,l}_20230227-*.pth under "
+                       'https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/segnext/ '
+                       "or the official mscan_*.pth from SegNeXt's README")
 
     def __init__(self,
-                 arch='t',
-                 in_channels=3,
-                 drop_rate=0.,
-                 drop_path_rate=0.1,
-                 attention_kernel_sizes=(5, (1, 7), (1, 11), (1, 21)),
-                 attention_kernel_paddings=(2, (0, 3), (0, 5), (0, 10)),
-                 act_cfg=dict(type='GELU'),
-                 norm_cfg=dict(type='SyncBN', requires_grad=True),
-                 init_cfg=None):
-        super().__init__(init_cfg=init_cfg)
-        arch = self._parse_arch(arch)
+                 arch: Union[str, dict] = 't',
+                 in_channels: int = 3,
+                 embed_dims: Optional[Sequence[int]] = None,
+                 depths: Optional[Sequence[int]] = None,
+                 mlp_ratios: Optional[Sequence[float]] = None,
+                 num_stages: Optional[int] = None,
+                 drop_rate: float = 0.,
+                 drop_path_rate: float = 0.1,
+                 layer_scale: bool = True,
+                 layer_scale_init_value: float = 1e-2,
+                 attention_kernel_sizes: Sequence = (5, (1, 7), (1, 11), (1, 21)),
+                 attention_kernel_paddings: Sequence = (2, (0, 3), (0, 5), (0, 10)),
+                 act_cfg: dict = dict(type='GELU'),
+                 norm_cfg: dict = dict(type='SyncBN', requires_grad=True),
+                 out_indices: Optional[Sequence[int]] = None,
+                 frozen_stages: int = -1,
+                 with_cp: bool = False,
+                 pretrained: Optional[str] = None,
+                 init_cfg: InitCfg = None) -> None:
+        arch = self.resolve_arch(arch, embed_dims=embed_dims, depths=depths,
+                                 mlp_ratios=mlp_ratios)
+        # The number of stages follows the arch (the instance attribute shadows the class one
+        # before the base class checks out_indices against it).
+        self.num_stages = len(arch['depths'])
+        if num_stages is not None and num_stages != self.num_stages:
+            raise ValueError(f'SegNeXtMSCAN: num_stages={num_stages} but the arch has '
+                             f'{self.num_stages} stages ({arch})')
+        if out_indices is None:
+            out_indices = tuple(range(self.num_stages))
+        super().__init__(out_indices, frozen_stages, with_cp, pretrained, init_cfg)
+        self.in_channels = in_channels
         self.embed_dims = list(arch['embed_dims'])
         self.depths = list(arch['depths'])
-        self.num_stages = len(self.depths)
 
-        # stochastic depth grows linearly over all blocks of all stages
-        total_depth = sum(self.depths)
-        drop_path_rates = [
-            drop_path_rate * i / max(total_depth - 1, 1)
-            for i in range(total_depth)
-        ]
-        first_block = 0
+        drop_paths = drop_path_schedule(drop_path_rate, self.depths)
         for i, (dims, depth, mlp_ratio) in enumerate(
                 zip(self.embed_dims, self.depths, arch['mlp_ratios'])):
             if i == 0:
@@ -383,49 +426,23 @@ class SegNeXtMSCAN(BaseModule):
                     kernel_sizes=attention_kernel_sizes,
                     paddings=attention_kernel_paddings,
                     drop=drop_rate,
-                    drop_path=drop_path_rates[first_block + j],
+                    drop_path=drop_paths[i][j],
+                    layer_scale_init=layer_scale_init_value if layer_scale else None,
                     act_cfg=act_cfg,
                     norm_cfg=norm_cfg) for j in range(depth)
             ])
-            first_block += depth
             self.add_module(f'patch_embed{i + 1}', downsample)
             self.add_module(f'block{i + 1}', blocks)
-            self.add_module(f'norm{i + 1}', nn.LayerNorm(dims))
+            # PyTorch's default eps, as in the official code.
+            self.add_module(f'norm{i + 1}', LayerNorm2d(dims, eps=1e-5))
+        self._freeze_stages()
 
-    @classmethod
-    def _parse_arch(cls, arch):
-        if isinstance(arch, str):
-            if arch not in cls.arch_settings:
-                raise ValueError(
-                    f'arch must be one of {sorted(cls.arch_settings)} or a '
-                    f'dict, got {arch!r}')
-            return cls.arch_settings[arch]
-        if not isinstance(arch, dict):
-            raise TypeError(
-                f'arch must be a str or a dict, got {type(arch).__name__}')
-        required = {'embed_dims', 'depths', 'mlp_ratios'}
-        if set(arch) != required:
-            raise ValueError(f'arch dict must have exactly the keys '
-                             f'{sorted(required)}, got {sorted(arch)}')
-        lengths = {k: len(v) for k, v in arch.items()}
-        if len(set(lengths.values())) != 1:
-            raise ValueError(
-                f'arch entries must have one value per stage, got lengths '
-                f'{lengths}')
-        return arch
-
-    def init_weights(self):
-        """Official initialisation when ``init_cfg`` is None, else
-        ``init_cfg`` (e.g. loading a pretrained checkpoint).
-
-        The official scheme: LayerNorm to weight 1 / bias 0; every Conv2d to
+    def official_init_weights(self) -> None:
+        """The official scheme: LayerNorm to weight 1 / bias 0; every Conv2d to
         ``normal(0, sqrt(2 / fan_out))`` with ``fan_out = k_h * k_w *
         out_channels / groups`` and zero bias. (The official code also has a
         truncated-normal rule for ``nn.Linear``, but MSCAN has no Linear.)
         """
-        if self.init_cfg is not None:
-            super().init_weights()
-            return
         for m in self.modules():
             if isinstance(m, nn.LayerNorm):
                 constant_init(m, val=1.0, bias=0.)
@@ -434,14 +451,19 @@ class SegNeXtMSCAN(BaseModule):
                     m.out_channels // m.groups
                 normal_init(m, mean=0., std=math.sqrt(2.0 / fan_out), bias=0.)
 
-    def forward(self, x: Tensor) -> list:
+    def frozen_modules(self) -> List[nn.Module]:
+        stem = [self.patch_embed1]
+        return stem + [getattr(self, f'{name}{i}') for i in range(1, self.frozen_stages + 1)
+                       for name in ('patch_embed', 'block', 'norm')]
+
+    def forward(self, x: Tensor) -> List[Tensor]:
+        self.check_input(x, self.in_channels)
         outs = []
         for i in range(1, self.num_stages + 1):
             x = getattr(self, f'patch_embed{i}')(x)
             for block in getattr(self, f'block{i}'):
-                x = block(x)
-            # LayerNorm over channels: (B, C, H, W) -> (B, H, W, C) and back
-            x = getattr(self, f'norm{i}')(x.permute(0, 2, 3, 1))
-            x = x.permute(0, 3, 1, 2).contiguous()
-            outs.append(x)
+                x = self.run_block(block, x)
+            x = getattr(self, f'norm{i}')(x)
+            if i - 1 in self.out_indices:
+                outs.append(x)
         return outs

@@ -7,7 +7,7 @@ from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.models.utils import resize
 from mmseg.registry import MODELS
 
-from ..backbones.lrformer import LRFormerBlock
+from ..layers.lrformer_blocks import LRFormerBlock
 
 
 @MODELS.register_module()

@@ -11,7 +11,7 @@ from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.models.utils import resize
 from mmseg.registry import MODELS
 
-from ..layers import ConvFFN, LayerNorm2d, SS2D
+from ..layers import SS2D, DepthwiseConvFFN, LayerNorm2d
 
 
 class PixelLinear(nn.Module):
@@ -50,7 +50,7 @@ class VSSBlock(nn.Module):
         self.token_mixer = SS2D(d_model=channels, d_state=1, ssm_ratio=1.0)
         self.norm2 = LayerNorm2d(channels)
         self.cpe2 = nn.Conv2d(channels, channels, 3, padding=1, groups=channels)
-        self.mlp = ConvFFN(channels, 4 * channels)
+        self.mlp = DepthwiseConvFFN(channels, 4 * channels, dw_name='dwconv')
 
     def forward(self, x):
         x = x + self.cpe1(x)

@@ -1,85 +1,16 @@
-"""Small building blocks shared by SegMAN's encoder (LASS blocks) and decoder (MMSCopE block).
+"""SegMAN-specific pieces of the LASS token mixer: 2-D RoPE and neighbourhood attention on
+maps of any size.
 
-All blocks work on channels-first maps (B, C, H, W) and keep the parameter names of the official
-code, so official checkpoints load key for key.
+The blocks shared with other families (channel LayerNorm, the depthwise-conv FFN, layer scale)
+are in :mod:`.norm`, :mod:`.ffn` and :mod:`.layer_scale`.
 """
+from typing import Optional, Tuple
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmcv.cnn import build_activation_layer
-from mmengine.model import BaseModule
 
-
-class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channels of a (B, C, H, W) map.
-
-    Args:
-        num_channels (int): C.
-        eps (float): Added to the variance. SegMAN uses 1e-6 everywhere. Default: 1e-6.
-
-    Shape:
-        - Input: (B, C, H, W). Output: (B, C, H, W).
-    """
-
-    def __init__(self, num_channels, eps=1e-6):
-        super().__init__(num_channels, eps=eps)
-
-    def forward(self, x):
-        if x.dim() != 4:
-            raise ValueError(f'LayerNorm2d expects x of shape (B, C, H, W), got {tuple(x.shape)}')
-        x = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias,
-                         self.eps)
-        return x.permute(0, 3, 1, 2).contiguous()
-
-
-class ConvFFN(BaseModule):
-    """Convolutional feed-forward network: 1x1 conv -> act -> (h + DW3x3(h)) -> 1x1 conv.
-
-    The depthwise conv is residual inside the hidden layer (it adds local context without
-    replacing the pointwise features).
-
-    Args:
-        embed_dims (int): Input and output channels C.
-        hidden_dims (int): Hidden channels.
-        act_cfg (dict): Activation after ``fc1``. Default: dict(type='GELU').
-        init_cfg (dict, optional): Initialisation config. Default: None.
-
-    Shape:
-        - Input: (B, C, H, W). Output: (B, C, H, W).
-    """
-
-    def __init__(self, embed_dims, hidden_dims, act_cfg=dict(type='GELU'), init_cfg=None):
-        super().__init__(init_cfg=init_cfg)
-        self.fc1 = nn.Conv2d(embed_dims, hidden_dims, kernel_size=1)
-        self.act = build_activation_layer(act_cfg)
-        self.dwconv = nn.Conv2d(hidden_dims, hidden_dims, kernel_size=3, padding=1,
-                                groups=hidden_dims)
-        self.fc2 = nn.Conv2d(hidden_dims, embed_dims, kernel_size=1)
-
-    def forward(self, x):
-        x = self.act(self.fc1(x))
-        x = x + self.dwconv(x)
-        return self.fc2(x)
-
-
-class LayerScale2d(nn.Module):
-    """Per-channel affine scale ``x * weight + bias`` of a (B, C, H, W) map.
-
-    The official code stores it as a depthwise 1x1 conv: ``weight`` has shape (C, 1, 1, 1) and
-    ``bias`` (C,); the shapes are kept so its checkpoints load unchanged.
-
-    Args:
-        num_channels (int): C.
-        init_value (float): Initial value of every weight. Default: 1e-6.
-    """
-
-    def __init__(self, num_channels, init_value=1e-6):
-        super().__init__()
-        self.weight = nn.Parameter(torch.full((num_channels, 1, 1, 1), float(init_value)))
-        self.bias = nn.Parameter(torch.zeros(num_channels))
-
-    def forward(self, x):
-        return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+from mmseg_segman.ops import na2d_av, na2d_qk
 
 
 class RoPE2d(nn.Module):
@@ -96,14 +27,14 @@ class RoPE2d(nn.Module):
     twice), as in the official checkpoints.
     """
 
-    def __init__(self, head_dim):
+    def __init__(self, head_dim: int) -> None:
         super().__init__()
         if head_dim <= 0 or head_dim % 4:
             raise ValueError(f'RoPE2d needs head_dim divisible by 4, got head_dim={head_dim}')
         angle = 1.0 / 10000**torch.linspace(0, 1, head_dim // 4)
         self.register_buffer('angle', angle.repeat_interleave(2))
 
-    def forward(self, height, width):
+    def forward(self, height: int, width: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """Returns ``(sin, cos)``, each (height, width, head_dim), for :func:`apply_rope2d`."""
         rows = torch.arange(height, device=self.angle.device, dtype=self.angle.dtype)
         cols = torch.arange(width, device=self.angle.device, dtype=self.angle.dtype)
@@ -113,7 +44,7 @@ class RoPE2d(nn.Module):
         return theta.sin(), theta.cos()
 
 
-def apply_rope2d(x, sin, cos):
+def apply_rope2d(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
     """Rotate each adjacent channel pair ``(x0, x1)`` of ``x`` by the angle in ``sin``/``cos``.
 
     Args:
@@ -128,3 +59,47 @@ def apply_rope2d(x, sin, cos):
     pairs = x.unflatten(-1, (-1, 2))
     rotated = torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).flatten(-2)
     return x * cos + rotated * sin
+
+
+def neighborhood_attention(q: torch.Tensor,
+                           k: torch.Tensor,
+                           v: torch.Tensor,
+                           kernel_size: int,
+                           rpb: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """2-D neighborhood attention that also accepts maps smaller than the kernel.
+
+    NATTEN (and the official model) rejects an axis shorter than ``kernel_size``. Here such an
+    axis is zero-padded at its end to ``kernel_size`` and the padded keys are masked out, so each
+    query attends to every real position of that axis, with the relative-position bias of the
+    true offset. This is the NATTEN window rule with the window clipped to the map; maps of at
+    least ``kernel_size`` take the plain NATTEN path unchanged.
+
+    Args:
+        q (Tensor): (B, heads, H, W, head_dim), already scaled.
+        k (Tensor): (B, heads, H, W, head_dim).
+        v (Tensor): (B, heads, H, W, head_dim).
+        kernel_size (int): Odd neighborhood size.
+        rpb (Tensor, optional): (heads, 2*kernel_size-1, 2*kernel_size-1) bias.
+
+    Returns:
+        Tensor: (B, heads, H, W, head_dim).
+    """
+    height, width = q.shape[2:4]
+    pad_h, pad_w = max(kernel_size - height, 0), max(kernel_size - width, 0)
+    if pad_h or pad_w:
+        q, k, v = (F.pad(t, (0, 0, 0, pad_w, 0, pad_h)) for t in (q, k, v))
+    attn = na2d_qk(q, k, kernel_size, rpb=rpb)
+    if pad_h or pad_w:
+        # On an axis padded to exactly kernel_size every window starts at 0, so neighbour slot j
+        # is key position j there; on an unpadded axis (length >= kernel) nothing is masked.
+        slots = torch.arange(kernel_size, device=q.device)
+        valid = ((slots < height)[:, None] & (slots < width)[None, :]).flatten()
+        attn = attn.masked_fill(~valid, float('-inf'))
+    x = na2d_av(attn.softmax(dim=-1), v, kernel_size)
+    return x[:, :, :height, :width]
+
+
+def heads_to_channels(x: torch.Tensor) -> torch.Tensor:
+    """(B, heads, H, W, head_dim) -> (B, heads*head_dim, H, W), head-major channels."""
+    b, n, h, w, c = x.shape
+    return x.permute(0, 1, 4, 2, 3).reshape(b, n * c, h, w)
