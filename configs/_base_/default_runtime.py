@@ -3,6 +3,11 @@ default_scope = 'mmseg'
 # shims of mmseg_segman.compat) as soon as the config is loaded, so MMSeg's own
 # tools/train.py and tools/test.py work with these configs unchanged.
 custom_imports = dict(imports=['mmseg_segman'], allow_failed_imports=False)
+# Warns at training start when world size x train_dataloader.batch_size (x gradient
+# accumulation) differs from the recipe's total batch, the most common cause of failed
+# reproductions. Every leaf config sets its recipe's total here (see its first line);
+# None turns the check off.
+custom_hooks = [dict(type='BatchSizeCheckHook', total_batch_size=None)]
 env_cfg = dict(
     cudnn_benchmark=True,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),

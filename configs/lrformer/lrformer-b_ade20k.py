@@ -1,7 +1,7 @@
+# 8 GPUs x 4 images per GPU = 32 total, 160k iterations
 # LRFormer-B on ADE20K, 512x512 crops, 160k iterations: the official recipe (see
 # lrformer-t_ade20k.py).
 _base_ = './lrformer-t_ade20k.py'
-custom_imports = dict(imports=['mmseg_segman'], allow_failed_imports=False)
 checkpoint = 'pretrained/lrformer_base.pth'  # ImageNet-1k LRFormer-B, see the T config
 model = dict(
     backbone=dict(

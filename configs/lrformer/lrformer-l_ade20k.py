@@ -1,7 +1,7 @@
+# 8 GPUs x 4 images per GPU = 32 total, 160k iterations
 # LRFormer-L on ADE20K, 640x640 crops, 160k iterations: the official recipe (see
 # lrformer-t_ade20k.py) with training scale (2560, 640) and test scale (2560, 640).
 _base_ = './lrformer-t_ade20k.py'
-custom_imports = dict(imports=['mmseg_segman'], allow_failed_imports=False)
 checkpoint = 'pretrained/lrformer_large.pth'  # ImageNet-1k LRFormer-L, see the T config
 crop_size = (640, 640)
 data_preprocessor = dict(size=crop_size)

@@ -1,6 +1,6 @@
+# 8 GPUs x 1 image per GPU = 8 total, 160k iterations
 # LRFormer-L on Cityscapes, 1024x1024 crops, 160k iterations (see lrformer-t_cityscapes.py).
 _base_ = './lrformer-t_cityscapes.py'
-custom_imports = dict(imports=['mmseg_segman'], allow_failed_imports=False)
 checkpoint = 'pretrained/lrformer_large.pth'  # ImageNet-1k LRFormer-L, see the T config
 model = dict(
     backbone=dict(

@@ -1,6 +1,7 @@
-# LRFormer-L on COCO-Stuff 164k, 512x512 crops, 80k iterations (see lrformer-t_coco-stuff164k.py).
+# 8 GPUs x 4 images per GPU = 32 total, 80k iterations
+# LRFormer-L on COCO-Stuff 164k, 512x512 crops, 80k iterations (see lrformer-t_coco-
+# stuff164k.py).
 _base_ = './lrformer-t_coco-stuff164k.py'
-custom_imports = dict(imports=['mmseg_segman'], allow_failed_imports=False)
 checkpoint = 'pretrained/lrformer_large.pth'  # ImageNet-1k LRFormer-L, see the T config
 model = dict(
     backbone=dict(

@@ -1,6 +1,6 @@
+# 8 GPUs x 1 image per GPU = 8 total, 160k iterations
 # LRFormer-S on Cityscapes, 1024x1024 crops, 160k iterations (see lrformer-t_cityscapes.py).
 _base_ = './lrformer-t_cityscapes.py'
-custom_imports = dict(imports=['mmseg_segman'], allow_failed_imports=False)
 checkpoint = 'pretrained/lrformer_small.pth'  # ImageNet-1k LRFormer-S, see the T config
 model = dict(
     backbone=dict(

@@ -1,6 +1,7 @@
-# LRFormer-S on COCO-Stuff 164k, 512x512 crops, 80k iterations (see lrformer-t_coco-stuff164k.py).
+# 8 GPUs x 4 images per GPU = 32 total, 80k iterations
+# LRFormer-S on COCO-Stuff 164k, 512x512 crops, 80k iterations (see lrformer-t_coco-
+# stuff164k.py).
 _base_ = './lrformer-t_coco-stuff164k.py'
-custom_imports = dict(imports=['mmseg_segman'], allow_failed_imports=False)
 checkpoint = 'pretrained/lrformer_small.pth'  # ImageNet-1k LRFormer-S, see the T config
 model = dict(
     backbone=dict(

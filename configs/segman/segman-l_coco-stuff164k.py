@@ -1,35 +1,13 @@
-# SegMAN-L on COCO-Stuff-164k, 512x512 crops, 160k iterations, the official
-# recipe: total batch 16 = 4 GPUs x 4 images, as the official scripts; with
-# another GPU count, change train_dataloader.batch_size to keep that total.
-# SyncBN, AdamW 6e-5 with 10x head lr, 1500-iteration warm-up then poly decay,
-# drop path 0.25.
-_base_ = [
-    '../_base_/models/segman.py', '../_base_/datasets/coco-stuff164k.py',
-    '../_base_/default_runtime.py', '../_base_/schedules/schedule_160k.py'
-]
-custom_imports = dict(imports=['mmseg_segman'], allow_failed_imports=False)
-# ImageNet-1k weights of the SegMAN-L encoder (SegMAN_Encoder_l.pth.tar, linked
-# from the official README). Nothing is downloaded at run time: put the file at
-# this path or pass --cfg-options
-# model.backbone.init_cfg.checkpoint=/path/to/file.
-checkpoint = 'checkpoints/SegMAN_Encoder_l.pth.tar'
-crop_size = (512, 512)
-data_preprocessor = dict(size=crop_size)
-# drop_path_rate: the official release has no SegMAN-L training script; this
-# value is our choice (B uses 0.25 ADE / 0.25 Cityscapes / 0.20 COCO and L is
-# deeper), not validated by a training run.
+# 4 GPUs x 4 images per GPU = 16 total, 160k iterations
+# SegMAN-L on COCO-Stuff 164k: the recipe of segman-t_coco-stuff164k.py with the SegMAN-L
+# encoder and decoder widths and drop path 0.25. The official release has no SegMAN-L
+# training script: this drop path is our choice (B uses 0.25 ADE / 0.25 Cityscapes / 0.20
+# COCO and L is deeper), not validated by a training run.
+_base_ = './segman-t_coco-stuff164k.py'
+checkpoint = 'pretrained/SegMAN_Encoder_l.pth.tar'  # ImageNet-1k, see segman-t_ade20k.py
 model = dict(
-    data_preprocessor=data_preprocessor,
     backbone=dict(
         arch='l',
         drop_path_rate=0.25,
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint)),
-    decode_head=dict(
-        in_channels=[96, 192, 432, 640],
-        channels=224,
-        feat_proj_dim=432,
-        num_classes=171),
-    test_cfg=dict(mode='whole'))
-train_dataloader = dict(batch_size=4)
-train_cfg = dict(val_interval=4000)
-default_hooks = dict(checkpoint=dict(interval=4000))
+        init_cfg=dict(checkpoint=checkpoint)),
+    decode_head=dict(in_channels=[96, 192, 432, 640], channels=224, feat_proj_dim=432))

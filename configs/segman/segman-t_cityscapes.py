@@ -1,35 +1,20 @@
-# SegMAN-T on Cityscapes, 1024x1024 crops, 160k iterations, the official
-# recipe: total batch 8 = 4 GPUs x 2 images, as the official scripts; with
-# another GPU count, change train_dataloader.batch_size to keep that total.
-# SyncBN, AdamW 6e-5 with 10x head lr, 1500-iteration warm-up then poly decay,
-# drop path 0.0.
+# 4 GPUs x 2 images per GPU = 8 total, 160k iterations
+# SegMAN-T on Cityscapes, 1024x1024 crops: the recipe of segman-t_ade20k.py on the
+# Cityscapes base, tested with sliding 1024x1024 windows at stride 768 as the official
+# T/S/B configs. num_classes is 19 (the official T Cityscapes config has 150, a defect).
 _base_ = [
     '../_base_/models/segman.py', '../_base_/datasets/cityscapes_1024x1024.py',
     '../_base_/default_runtime.py', '../_base_/schedules/schedule_160k.py'
 ]
-custom_imports = dict(imports=['mmseg_segman'], allow_failed_imports=False)
-# ImageNet-1k weights of the SegMAN-T encoder (SegMAN_Encoder_t.pth.tar, linked
-# from the official README). Nothing is downloaded at run time: put the file at
-# this path or pass --cfg-options
-# model.backbone.init_cfg.checkpoint=/path/to/file.
-checkpoint = 'checkpoints/SegMAN_Encoder_t.pth.tar'
+checkpoint = 'pretrained/SegMAN_Encoder_t.pth.tar'  # ImageNet-1k, see segman-t_ade20k.py
 crop_size = (1024, 1024)
 data_preprocessor = dict(size=crop_size)
-# num_classes is 19 (the official T Cityscapes config has 150, a defect).
 model = dict(
     data_preprocessor=data_preprocessor,
-    backbone=dict(
-        arch='t',
-        drop_path_rate=0.0,
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint)),
-    decode_head=dict(
-        in_channels=[32, 64, 144, 192],
-        channels=128,
-        feat_proj_dim=192,
-        num_classes=19),
-    # Official: whole-image test for L, sliding 1024x1024 windows (stride 768)
-    # for T/S/B.
+    backbone=dict(init_cfg=dict(type='Pretrained', checkpoint=checkpoint)),
+    decode_head=dict(num_classes=19),
     test_cfg=dict(mode='slide', crop_size=(1024, 1024), stride=(768, 768)))
 train_dataloader = dict(batch_size=2)
 train_cfg = dict(val_interval=4000)
 default_hooks = dict(checkpoint=dict(interval=4000))
+custom_hooks = [dict(type='BatchSizeCheckHook', total_batch_size=8)]

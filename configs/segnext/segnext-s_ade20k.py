@@ -1,32 +1,11 @@
-# SegNeXt-S on ADE20K, 512x512 crops, 160k iters, official recipe
-# (8 GPUs x 8 images, SyncBN, AdamW 6e-5, poly decay, eval every 8k iters).
-_base_ = [
-    '../_base_/models/segnext.py',
-    '../_base_/datasets/ade20k.py',
-    '../_base_/default_runtime.py',
-    '../_base_/schedules/schedule_160k.py',
-]
-custom_imports = dict(imports=['mmseg_segman'], allow_failed_imports=False)
-# ImageNet MSCAN-S weights (MMSeg's converted file or the official one: both key
-# formats load). Nothing is downloaded at run time: put the file here, e.g. from
+# 8 GPUs x 8 images per GPU = 64 total, 160k iterations
+# SegNeXt-S on ADE20K: the recipe of segnext-t_ade20k.py with MSCAN-S (official).
+_base_ = './segnext-t_ade20k.py'
+checkpoint = 'pretrained/mscan_s.pth'  # ImageNet MSCAN-S, e.g. from
 # https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/segnext/mscan_s_20230227-f33ccdf2.pth
-# or pass --cfg-options model.backbone.init_cfg.checkpoint=/path/to/file.
-checkpoint = 'pretrained/mscan_s.pth'
-crop_size = (512, 512)
-data_preprocessor = dict(size=crop_size)
 model = dict(
-    data_preprocessor=data_preprocessor,
     backbone=dict(
         arch='s',
-        drop_path_rate=0.1,
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint)),
+        init_cfg=dict(checkpoint=checkpoint)),
     decode_head=dict(
-        in_channels=[128, 320, 512],
-        channels=256,
-        ham_channels=256,
-        ham_kwargs=dict(MD_R=16),
-        num_classes=150),
-    test_cfg=dict(mode='whole'))
-train_dataloader = dict(batch_size=8)
-train_cfg = dict(val_interval=8000)
-default_hooks = dict(checkpoint=dict(interval=8000))
+        in_channels=[128, 320, 512]))

@@ -1,3 +1,4 @@
+# 1 process x 8 images per process = 8 total, 500 iterations (CPU)
 # Quickstart model for the toy dataset: a narrow ResNet-18 (16 base channels, output
 # stride 8) with an FCN head, an MMSeg built-in that trains in minutes on a CPU.
 # A toy config for another model keeps the three `_base_` lines and replaces `model`.
@@ -46,3 +47,4 @@ model = dict(
     test_cfg=dict(mode='whole'))
 # A fixed seed: the quickstart reports the same mIoU on every run.
 randomness = dict(seed=0)
+custom_hooks = [dict(type='BatchSizeCheckHook', total_batch_size=8)]

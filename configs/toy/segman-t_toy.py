@@ -1,3 +1,4 @@
+# 1 process x 8 images per process = 8 total, 500 iterations (CPU)
 # SegMAN-T (no ImageNet pre-training) on the toy dataset: the same data and CPU
 # schedule as fcn-r18-narrow_toy.py, with the SegMAN model of configs/_base_/models.
 _base_ = [
@@ -9,3 +10,4 @@ model = dict(
     decode_head=dict(num_classes=4))
 # A fixed seed: the quickstart reports the same mIoU on every run.
 randomness = dict(seed=0)
+custom_hooks = [dict(type='BatchSizeCheckHook', total_batch_size=8)]

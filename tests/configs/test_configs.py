@@ -3,6 +3,8 @@
 Configs are globbed, so configs added later are covered without editing this file.
 Models are built only for the toy configs and the smallest (``-t``) family variants.
 """
+import ast
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
 from mmseg import registry as R
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / 'configs'
 ALL_CONFIGS = sorted(CONFIG_DIR.rglob('*.py'))
 RUNNABLE = [p for p in ALL_CONFIGS if '_base_' not in p.parts]
@@ -219,3 +221,221 @@ def test_dataset_bases_follow_the_papers(name, classes, crop, scale):
     else:
         assert test_types.index('ResizeToMultiple') == test_types.index('Resize') + 1
         assert test_steps['ResizeToMultiple']['size_divisor'] == 32
+
+
+# --------------------------------------------------------------------------------------
+# The family configs: structure, and the papers' recipes
+# --------------------------------------------------------------------------------------
+DATASETS = ('ade20k', 'cityscapes', 'coco-stuff164k')
+# Per family: GPUs and images per GPU of the official launch (ADE20K, Cityscapes,
+# COCO-Stuff), iterations, module types and norms, ImageNet weights file. SegNeXt B/L
+# halve the images per GPU ('bl'). Sources: the official configs and training scripts
+# (shared/reference/official-*.md); LRFormer's Cityscapes/COCO-Stuff recipes are the
+# SegFormer protocol, as its docs say.
+FAMILIES = {
+    'segman': dict(
+        gpus=4, per_gpu=(4, 2, 4), iters=(160000, 160000, 160000),
+        backbone='SegMANEncoder', head='SegMANDecoder', in_index=[0, 1, 2, 3],
+        norms=('SyncBN', 'SyncBN'), clip_grad=None,
+        weights='pretrained/SegMAN_Encoder_{v}.pth.tar'),
+    'segnext': dict(
+        gpus=8, per_gpu=(8, 4, 8), per_gpu_bl=(4, 2, 4), iters=(160000, 160000, 80000),
+        backbone='SegNeXtMSCAN', head='SegNeXtHamHead', in_index=[1, 2, 3],
+        norms=('SyncBN', 'GN'), clip_grad=None, weights='pretrained/mscan_{v}.pth'),
+    'lrformer': dict(
+        gpus=8, per_gpu=(4, 1, 4), iters=(160000, 160000, 80000),
+        backbone='LRFormer', head='LRHead', in_index=[1, 2, 3],
+        norms=('BN', 'SyncBN'), clip_grad=dict(max_norm=35, norm_type=2),
+        weights='pretrained/lrformer_{name}.pth'),
+}
+# Per family and variant: decoder in_channels and channels (ADE, City, COCO), extra head
+# settings, drop path (ADE, City, COCO), parameters with 150 classes (the papers' or the
+# official code's count, see docs/<family>.md).
+VARIANTS = {
+    ('segman', 't'): dict(in_channels=[32, 64, 144, 192], channels=(128, 128, 128),
+                          head=dict(feat_proj_dim=192), drop_path=(0.0, 0.0, 0.0),
+                          params=6.40e6),
+    ('segman', 's'): dict(in_channels=[64, 144, 288, 512], channels=(144, 152, 144),
+                          head=dict(feat_proj_dim=288), drop_path=(0.15, 0.2, 0.2),
+                          params=29.43e6),
+    ('segman', 'b'): dict(in_channels=[96, 160, 364, 560], channels=(180, 180, 180),
+                          head=dict(feat_proj_dim=320), drop_path=(0.25, 0.25, 0.2),
+                          params=51.80e6),
+    # L: no official training script; the drop path is this project's choice.
+    ('segman', 'l'): dict(in_channels=[96, 192, 432, 640], channels=(224, 224, 224),
+                          head=dict(feat_proj_dim=432), drop_path=(0.3, 0.3, 0.25),
+                          params=92.34e6),
+    ('segnext', 't'): dict(in_channels=[64, 160, 256], channels=(256, ) * 3, rank=16,
+                           drop_path=(0.1, ) * 3, params=4.26e6),
+    ('segnext', 's'): dict(in_channels=[128, 320, 512], channels=(256, ) * 3, rank=16,
+                           drop_path=(0.1, ) * 3, params=13.93e6),
+    ('segnext', 'b'): dict(in_channels=[128, 320, 512], channels=(512, ) * 3, rank=64,
+                           drop_path=(0.1, ) * 3, params=27.64e6),
+    ('segnext', 'l'): dict(in_channels=[128, 320, 512], channels=(1024, ) * 3, rank=64,
+                           drop_path=(0.3, ) * 3, params=48.93e6),
+    ('lrformer', 't'): dict(in_channels=[96, 240, 384], channels=(256, ) * 3,
+                            drop_path=(0.1, ) * 3, params=13.26e6, name='tiny'),
+    ('lrformer', 's'): dict(in_channels=[128, 320, 512], channels=(384, ) * 3,
+                            drop_path=(0.2, ) * 3, params=32.22e6, name='small'),
+    ('lrformer', 'b'): dict(in_channels=[160, 400, 512], channels=(512, ) * 3,
+                            drop_path=(0.4, ) * 3, params=67.5e6, name='base'),
+    ('lrformer', 'l'): dict(in_channels=[192, 480, 640], channels=(640, ) * 3,
+                            drop_path=(0.6, ) * 3, params=111.0e6, name='large'),
+}
+LEAVES = [(f, v, d) for (f, v) in VARIANTS for d in DATASETS]
+SLIDE = dict(mode='slide', crop_size=(1024, 1024), stride=(768, 768))
+FIRST_LINE = re.compile(r'# (\d+) (?:GPUs?|process(?:es)?) x (\d+) images? per '
+                        r'(?:GPU|process) = (\d+) total, (\d+)(k?) iterations')
+
+
+def leaf_id(leaf):
+    return '{}-{}_{}'.format(*leaf)
+
+
+def leaf_path(family, variant, dataset):
+    return CONFIG_DIR / family / f'{family}-{variant}_{dataset}.py'
+
+
+def top_level_assignments(path):
+    """``{name: value node}`` of a config file's top-level assignments."""
+    tree = ast.parse(path.read_text())
+    return {node.targets[0].id: node.value for node in tree.body
+            if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)}
+
+
+def test_every_family_config_is_in_the_recipe_table():
+    family_configs = {p for p in RUNNABLE if p.parent.name in FAMILIES}
+    assert family_configs == {leaf_path(*leaf) for leaf in LEAVES}
+
+
+@pytest.mark.parametrize('leaf', LEAVES, ids=leaf_id)
+def test_leaf_inherits_its_sibling_and_states_only_differences(leaf):
+    family, variant, dataset = leaf
+    path = leaf_path(*leaf)
+    assigned = top_level_assignments(path)
+    base = ast.literal_eval(assigned['_base_'])
+    if variant != 't':
+        assert base == f'./{family}-t_{dataset}.py'
+    else:
+        data = 'cityscapes_1024x1024' if dataset == 'cityscapes' else dataset
+        kiters = FAMILIES[family]['iters'][DATASETS.index(dataset)] // 1000
+        assert base == [f'../_base_/models/{family}.py', f'../_base_/datasets/{data}.py',
+                        '../_base_/default_runtime.py',
+                        f'../_base_/schedules/schedule_{kiters}k.py']
+    # custom_imports comes from default_runtime.py only.
+    assert 'custom_imports' not in assigned
+    # A T leaf restates none of the T settings the family's model base already holds.
+    if variant == 't':
+        backbone_keys = set()
+        for call in ast.walk(assigned['model']):
+            if isinstance(call, ast.keyword) and call.arg == 'backbone':
+                backbone_keys = {k.arg for k in call.value.keywords}
+        assert backbone_keys == {'init_cfg'}, backbone_keys
+
+
+@pytest.mark.parametrize('leaf', LEAVES, ids=leaf_id)
+def test_leaf_first_line_states_the_batch_and_schedule(leaf):
+    family, variant, dataset = leaf
+    path = leaf_path(*leaf)
+    match = FIRST_LINE.fullmatch(path.read_text().splitlines()[0])
+    assert match, (f'{path.name}: the first line must read '
+                   f'"# N GPUs x B images per GPU = T total, Kk iterations"')
+    gpus, per_gpu, total, iters = map(int, match.groups()[:4])
+    cfg = Config.fromfile(str(path))
+    assert gpus * per_gpu == total
+    assert per_gpu == cfg.train_dataloader.batch_size
+    assert iters * (1000 if match[5] else 1) == cfg.train_cfg.max_iters
+    hooks = [h for h in cfg.custom_hooks if h['type'] == 'BatchSizeCheckHook']
+    assert [h['total_batch_size'] for h in hooks] == [total]
+
+
+@pytest.mark.parametrize('path', [p for p in RUNNABLE if p.parent.name == 'toy'], ids=config_id)
+def test_toy_first_line_states_the_batch(path):
+    match = FIRST_LINE.match(path.read_text().splitlines()[0])
+    assert match
+    gpus, per_gpu, total, iters = map(int, match.groups()[:4])
+    cfg = Config.fromfile(str(path))
+    assert (gpus * per_gpu, per_gpu) == (total, cfg.train_dataloader.batch_size)
+    assert iters * (1000 if match[5] else 1) == cfg.train_cfg.max_iters
+    assert cfg.custom_hooks == [dict(type='BatchSizeCheckHook', total_batch_size=total)]
+
+
+@pytest.mark.parametrize('leaf', LEAVES, ids=leaf_id)
+def test_leaf_follows_the_papers_recipe(leaf):
+    from mmseg_segman.models.decode_heads.segnext_head import parse_ham_kwargs
+
+    family, variant, dataset = leaf
+    fam, var = FAMILIES[family], VARIANTS[family, variant]
+    d = DATASETS.index(dataset)
+    cfg = Config.fromfile(str(leaf_path(*leaf)))
+    assert cfg.custom_imports == dict(imports=['mmseg_segman'], allow_failed_imports=False)
+    assert cfg.default_scope == 'mmseg'
+    backbone, head = cfg.model.backbone, cfg.model.decode_head
+    # encoder
+    assert (backbone.type, backbone.arch) == (fam['backbone'], variant)
+    assert backbone.drop_path_rate == var['drop_path'][d]
+    assert backbone.norm_cfg.type == fam['norms'][0]
+    assert backbone.init_cfg == dict(type='Pretrained', checkpoint=fam['weights'].format(
+        v=variant, name=var.get('name')))
+    # decoder
+    assert head.type == fam['head'] and head.in_index == fam['in_index']
+    assert head.in_channels == var['in_channels'] and head.channels == var['channels'][d]
+    assert head.norm_cfg.type == fam['norms'][1]
+    assert head.num_classes == (150, 19, 171)[d]
+    assert head.dropout_ratio == 0.1 and head.align_corners is False
+    for key, value in var.get('head', {}).items():
+        assert head[key] == value, key
+    if family == 'segnext':
+        assert head.ham_channels == head.channels
+        assert parse_ham_kwargs(head.ham_kwargs, head.channels)['rank'] == var['rank']
+    # data: crop, batch, test mode and resizing
+    crop = 1024 if dataset == 'cityscapes' else 640 if leaf == ('lrformer', 'l', 'ade20k') else 512
+    assert cfg.crop_size == (crop, crop) and cfg.model.data_preprocessor.size == (crop, crop)
+    crops = [t['crop_size'] for t in cfg.train_dataloader.dataset.pipeline
+             if t['type'] == 'RandomCrop']
+    assert crops == [(crop, crop)]
+    per_gpu = fam.get('per_gpu_bl', fam['per_gpu']) if variant in 'bl' else fam['per_gpu']
+    assert cfg.train_dataloader.batch_size == per_gpu[d]
+    total = fam['gpus'] * per_gpu[d]
+    assert cfg.custom_hooks == [dict(type='BatchSizeCheckHook', total_batch_size=total)]
+    official_whole = leaf == ('segman', 'l', 'cityscapes')  # the official L config tests whole
+    if dataset == 'cityscapes' and not official_whole:
+        assert cfg.model.test_cfg == SLIDE
+    else:
+        assert cfg.model.test_cfg == dict(mode='whole')
+    test_steps = cfg.test_dataloader.dataset.pipeline
+    test_types = [t['type'] for t in test_steps]
+    scale = next(t['scale'] for t in test_steps if t['type'] == 'Resize')
+    if dataset == 'cityscapes':
+        assert 'ResizeToMultiple' not in test_types and scale == (2048, 1024)
+    else:  # whole images resized to multiples of 32 (all three official codes)
+        assert test_types.index('ResizeToMultiple') == test_types.index('Resize') + 1
+        assert scale == (4 * crop, crop)
+    # schedule and optimiser
+    iters = fam['iters'][d]
+    assert cfg.train_cfg.max_iters == iters and cfg.param_scheduler[-1].end == iters
+    assert cfg.optim_wrapper.optimizer == dict(type='AdamW', lr=6e-5, betas=(0.9, 0.999),
+                                               weight_decay=0.01)
+    assert cfg.optim_wrapper.paramwise_cfg.custom_keys.head.lr_mult == 10.
+    assert cfg.optim_wrapper.get('clip_grad') == fam['clip_grad']
+
+
+@pytest.mark.parametrize('family_variant', list(VARIANTS), ids='-'.join)
+def test_parameter_count_matches_the_paper(family_variant):
+    family, variant = family_variant
+    cfg = Config.fromfile(str(leaf_path(family, variant, 'ade20k')))
+    with torch.device('meta'):  # shapes only
+        model = R.MODELS.build(_strip_pretrained(cfg.model))
+    count = sum(p.numel() for p in model.parameters())
+    assert abs(count / VARIANTS[family_variant]['params'] - 1) <= 0.005, count
+
+
+def test_only_default_runtime_sets_custom_imports():
+    setters = [p for p in ALL_CONFIGS if 'custom_imports' in top_level_assignments(p)]
+    assert setters == [CONFIG_DIR / '_base_' / 'default_runtime.py']
+
+
+def test_all_weights_live_in_one_folder():
+    for family, variant, dataset in LEAVES:
+        cfg = Config.fromfile(str(leaf_path(family, variant, dataset)))
+        assert cfg.model.backbone.init_cfg.checkpoint.startswith('pretrained/')

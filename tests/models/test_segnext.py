@@ -508,37 +508,6 @@ def test_training_under_bf16_autocast_is_finite_and_learns():
 # ----------------------------------------------------------------- configs
 
 
-@pytest.mark.parametrize('variant, params, channels, rank, drop_path',
-                         [('t', 4.26e6, 256, 16, 0.1),
-                          ('s', 13.93e6, 256, 16, 0.1),
-                          ('b', 27.64e6, 512, 64, 0.1),
-                          ('l', 48.93e6, 1024, 64, 0.3)])
-def test_configs_match_the_paper(variant, params, channels, rank, drop_path):
-    cfgs = {
-        ds: Config.fromfile(CONFIGS / f'segnext-{variant}_{ds}.py')
-        for ds in ('ade20k', 'cityscapes', 'coco-stuff164k')
-    }
-    for ds, cfg in cfgs.items():
-        assert cfg.custom_imports['imports'] == ['mmseg_segman']
-        head = cfg.model.decode_head
-        assert cfg.model.backbone.arch == variant
-        assert cfg.model.backbone.drop_path_rate == drop_path
-        assert head.channels == head.ham_channels == channels
-        assert parse_ham_kwargs(head.ham_kwargs, channels)['rank'] == rank
-    assert [cfgs[ds].model.decode_head.num_classes
-            for ds in cfgs] == [150, 19, 171]
-    assert cfgs['cityscapes'].model.test_cfg == dict(
-        mode='slide', crop_size=(1024, 1024), stride=(768, 768))
-    assert cfgs['coco-stuff164k'].train_cfg.max_iters == 80000
-    assert cfgs['ade20k'].train_cfg.max_iters == 160000
-
-    cfg = cfgs['ade20k']
-    cfg.model.backbone.init_cfg = None  # no download
-    model = MODELS.build(cfg.model)
-    count = sum(p.numel() for p in model.parameters())
-    assert abs(count / params - 1) <= 0.005, count
-
-
 def test_config_model_evaluates_deterministically():
     """Through the real T config: data preprocessor,
     whole inference, resize to the original shape; twice the same logits."""

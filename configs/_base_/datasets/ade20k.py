@@ -4,8 +4,10 @@
 # Written out rather than inherited with `mmseg::_base_/...`: mmengine 0.10.7 resolves
 # package-scoped bases through `pkg_resources`, which current setuptools no longer ships.
 #
-# Batch convention: `batch_size` is PER GPU (per process). The papers train with a total
-# batch of 16 (e.g. 8 GPUs x 2); family configs set the value for their launch.
+# Batch convention: `batch_size` is PER GPU (per process). The total batch differs between
+# the papers' recipes (SegMAN 4 GPUs x 4 = 16, SegNeXt 8 x 8 = 64 for T/S and 8 x 4 = 32
+# for B/L, LRFormer 8 x 4 = 32): each leaf config states it in its first line and sets
+# `batch_size` and the BatchSizeCheckHook total to it; the 2 here is only a default.
 dataset_type = 'ADE20KDataset'
 data_root = 'data/ade/ADEChallengeData2016'
 crop_size = (512, 512)

@@ -3,8 +3,10 @@
 # Written out rather than inherited with `mmseg::_base_/...`: mmengine 0.10.7 resolves
 # package-scoped bases through `pkg_resources`, which current setuptools no longer ships.
 #
-# Batch convention: `batch_size` is PER GPU (per process). The papers train with a total
-# batch of 8 (e.g. 8 GPUs x 1); family configs set the value for their launch. The
+# Batch convention: `batch_size` is PER GPU (per process). The total batch differs between
+# the papers' recipes (SegMAN 4 GPUs x 2 = 8, SegNeXt 8 x 4 = 32 for T/S and 8 x 2 = 16 for
+# B/L, LRFormer 8 x 1 = 8): each leaf config states it in its first line and sets
+# `batch_size` and the BatchSizeCheckHook total to it; the 1 here is only a default. The
 # papers test T/S/B models with sliding windows (crop 1024, stride 768): that is a model
 # `test_cfg`, set by family configs.
 dataset_type = 'CityscapesDataset'

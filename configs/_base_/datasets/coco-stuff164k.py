@@ -3,8 +3,10 @@
 # Written out rather than inherited with `mmseg::_base_/...`: mmengine 0.10.7 resolves
 # package-scoped bases through `pkg_resources`, which current setuptools no longer ships.
 #
-# Batch convention: `batch_size` is PER GPU (per process). The papers train with a total
-# batch of 16 (e.g. 8 GPUs x 2); family configs set the value for their launch.
+# Batch convention: `batch_size` is PER GPU (per process). The total batch differs between
+# the papers' recipes (as on ADE20K: SegMAN 16, SegNeXt 64 / 32, LRFormer 32): each leaf
+# config states it in its first line and sets `batch_size` and the BatchSizeCheckHook total
+# to it; the 2 here is only a default.
 dataset_type = 'COCOStuffDataset'
 data_root = 'data/coco_stuff164k'
 crop_size = (512, 512)

@@ -1,0 +1,2 @@
+from .batch_size_check import BatchSizeCheckHook  # noqa: F401
+from .random_state import RandomStateHook  # noqa: F401

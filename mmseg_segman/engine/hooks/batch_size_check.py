@@ -1,0 +1,99 @@
+"""A warning at training start when the total batch differs from the recipe's.
+
+Most failed reproductions reported on the official trackers (SegMAN #23 #38 #46, SegNeXt
+#36 #38) trained with fewer GPUs than the recipe and kept the per-GPU batch, so the total
+batch, and with it the effective learning-rate schedule, changed silently.
+"""
+import logging
+from typing import Optional
+
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.registry import HOOKS
+
+__all__ = ['BatchSizeCheckHook', 'batch_size_mismatch']
+
+
+def batch_size_mismatch(total_batch_size: int, world_size: int, batch_size: int,
+                        accumulative_counts: int = 1) -> Optional[str]:
+    """The warning for a run whose total batch differs from the recipe's, else None.
+
+    Args:
+        total_batch_size (int): The recipe's total batch (GPUs x images per GPU).
+        world_size (int): Number of training processes.
+        batch_size (int): Images per process (``train_dataloader.batch_size``).
+        accumulative_counts (int): Gradient accumulation steps
+            (``optim_wrapper.accumulative_counts``). Defaults to 1.
+
+    Returns:
+        str or None: The message naming the config key to change, or None if the
+        run's total equals the recipe's.
+    """
+    actual = world_size * batch_size * accumulative_counts
+    if actual == total_batch_size:
+        return None
+    accum = f' x {accumulative_counts} accumulation steps' if accumulative_counts != 1 else ''
+    msg = (f'This run trains with a total batch of {actual} ({world_size} process(es) x '
+           f'train_dataloader.batch_size={batch_size}{accum}), but the recipe of this config '
+           f'was trained with a total batch of {total_batch_size}; results are not '
+           f'comparable with the published ones.')
+    hints = []
+    per_process, rest = divmod(total_batch_size, world_size * accumulative_counts)
+    if per_process and not rest:
+        hints.append(f'set train_dataloader.batch_size={per_process} (e.g. `--cfg-options '
+                     f'train_dataloader.batch_size={per_process}`)')
+    steps, rest = divmod(total_batch_size, world_size * batch_size)
+    if steps > 1 and not rest and steps != accumulative_counts:
+        hints.append(f'keep it and set optim_wrapper.accumulative_counts={steps}')
+    if hints:
+        msg += f' To train with the recipe\'s total on {world_size} process(es), ' \
+               f'{" or ".join(hints)}.'
+    else:
+        msg += (f' {total_batch_size} images cannot be split evenly over {world_size} '
+                f'process(es): change the number of processes, '
+                f'train_dataloader.batch_size or optim_wrapper.accumulative_counts.')
+    return msg
+
+
+@HOOKS.register_module()
+class BatchSizeCheckHook(Hook):
+    """Warn before training when world size x batch per GPU is not the recipe's total.
+
+    Enabled for every config through ``custom_hooks`` in
+    ``configs/_base_/default_runtime.py``; each leaf config sets ``total_batch_size``
+    to its recipe's total. Gradient accumulation (``optim_wrapper.accumulative_counts``)
+    counts towards the total. The check only warns: training goes on.
+
+    Args:
+        total_batch_size (int, optional): The recipe's total batch. None disables the
+            check (configs that follow no published recipe).
+    """
+
+    priority = 'VERY_LOW'
+
+    def __init__(self, total_batch_size: Optional[int] = None) -> None:
+        if total_batch_size is not None and (
+                isinstance(total_batch_size, bool) or not isinstance(total_batch_size, int)
+                or total_batch_size < 1):
+            raise ValueError(f'BatchSizeCheckHook: total_batch_size must be a positive '
+                             f'integer or None, got {total_batch_size!r}; set it in the '
+                             f"config's custom_hooks to the recipe's total batch.")
+        self.total_batch_size = total_batch_size
+
+    def before_train(self, runner) -> None:
+        if self.total_batch_size is None:
+            return
+        loader = runner.train_dataloader
+        batch_size = getattr(loader, 'batch_size', None)
+        if batch_size is None:  # a DataLoader built from a batch_sampler
+            batch_size = getattr(getattr(loader, 'batch_sampler', None), 'batch_size', None)
+        if batch_size is None:
+            return
+        accumulative_counts = 1
+        optim_cfg = runner.cfg.get('optim_wrapper') if runner.cfg else None
+        if isinstance(optim_cfg, dict):
+            accumulative_counts = optim_cfg.get('accumulative_counts', 1)
+        msg = batch_size_mismatch(self.total_batch_size, runner.world_size, batch_size,
+                                  accumulative_counts)
+        if msg is not None:
+            print_log(msg, logger='current', level=logging.WARNING)
