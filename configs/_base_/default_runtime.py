@@ -7,7 +7,12 @@ custom_imports = dict(imports=['mmseg_segman'], allow_failed_imports=False)
 # accumulation) differs from the recipe's total batch, the most common cause of failed
 # reproductions. Every leaf config sets its recipe's total here (see its first line);
 # None turns the check off.
-custom_hooks = [dict(type='BatchSizeCheckHook', total_batch_size=None)]
+# RandomStateHook saves the random state in each checkpoint so --resume repeats an
+# uninterrupted run exactly (a leaf config that sets custom_hooks must list it too).
+custom_hooks = [
+    dict(type='BatchSizeCheckHook', total_batch_size=None),
+    dict(type='RandomStateHook')
+]
 env_cfg = dict(
     cudnn_benchmark=True,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
