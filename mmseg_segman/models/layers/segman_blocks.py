@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mmseg_segman.ops import na2d_av, na2d_qk
+from mmseg_segman.ops import na2d
 
 
 class RoPE2d(nn.Module):
@@ -72,7 +72,8 @@ def neighborhood_attention(q: torch.Tensor,
     axis is zero-padded at its end to ``kernel_size`` and the padded keys are masked out, so each
     query attends to every real position of that axis, with the relative-position bias of the
     true offset. This is the NATTEN window rule with the window clipped to the map; maps of at
-    least ``kernel_size`` take the plain NATTEN path unchanged.
+    least ``kernel_size`` take the plain NATTEN path unchanged. Both go through
+    :func:`mmseg_segman.ops.na2d`, which picks the fastest backend that supports the call.
 
     Args:
         q (Tensor): (B, heads, H, W, head_dim), already scaled.
@@ -86,16 +87,13 @@ def neighborhood_attention(q: torch.Tensor,
     """
     height, width = q.shape[2:4]
     pad_h, pad_w = max(kernel_size - height, 0), max(kernel_size - width, 0)
+    key_mask = None
     if pad_h or pad_w:
         q, k, v = (F.pad(t, (0, 0, 0, pad_w, 0, pad_h)) for t in (q, k, v))
-    attn = na2d_qk(q, k, kernel_size, rpb=rpb)
-    if pad_h or pad_w:
-        # On an axis padded to exactly kernel_size every window starts at 0, so neighbour slot j
-        # is key position j there; on an unpadded axis (length >= kernel) nothing is masked.
-        slots = torch.arange(kernel_size, device=q.device)
-        valid = ((slots < height)[:, None] & (slots < width)[None, :]).flatten()
-        attn = attn.masked_fill(~valid, float('-inf'))
-    x = na2d_av(attn.softmax(dim=-1), v, kernel_size)
+        key_mask = torch.zeros(height + pad_h, width + pad_w, dtype=torch.bool, device=q.device)
+        key_mask[:height, :width] = True
+    # q arrives scaled (after RoPE), hence scale=1.
+    x = na2d(q, k, v, kernel_size, rpb=rpb, scale=1.0, key_mask=key_mask)
     return x[:, :, :height, :width]
 
 
