@@ -7,10 +7,10 @@ would (:func:`preprocess_summary` describes it for a config).
 
 The exporter is ``torch.onnx.export(..., dynamo=True)`` (``torch.export`` followed by
 onnxscript's translation), which needs the ``onnxscript`` package. While it traces, the
-SegMAN operators take their export paths (see ``is_exporting`` in
-:mod:`mmseg_segman.ops.selective_scan_export`): the selective scan runs as
-``selective_scan_export`` and neighborhood attention as a gather of each query's window;
-the normal paths are unchanged.
+SegMAN operators take their export paths by themselves (the switch is
+:func:`mmseg_segman.ops.export.is_exporting`): the selective scan runs as
+``selective_scan_export`` and neighborhood attention as a gather of each query's window
+(its reference backend); the normal paths are unchanged.
 """
 import importlib.util
 import os
@@ -61,11 +61,12 @@ def build_segmentor(config, checkpoint=None, cfg_options=None):
     Returns:
         (nn.Module, Config): the segmentor and the loaded config.
     """
-    import mmseg_segman  # noqa: F401  (compat shims and registration before mmseg builds)
     from mmengine.config import Config
     from mmengine.model import revert_sync_batchnorm
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
+
+    import mmseg_segman  # noqa: F401  (compat shims and registration before mmseg builds)
 
     _check_file(config, 'config')
     if checkpoint is not None:

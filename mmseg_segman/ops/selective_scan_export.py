@@ -1,12 +1,15 @@
 """Selective scan for graph export (ONNX, ``torch.export``): static shapes, no branches on data.
 
-:func:`selective_scan_fn` is an autograd Function whose forward chooses per chunk between a
-closed form and a step-by-step solve by looking at the data (``.any()`` on the decay
+The chunked scan (:func:`~mmseg_segman.ops.selective_scan_chunked`) chooses per chunk between
+a closed form and a step-by-step solve by looking at the data (``.any()`` on the decay
 products). A tracer records one of those branches for the example input only, and
 ``torch.export`` refuses the data-dependent ``bool()`` outright. :func:`selective_scan_export`
 computes the same recurrence (shapes and semantics of ``selective_scan_fn``, see
 :mod:`mmseg_segman.ops.selective_scan`) with a fixed sequence of tensor operations that
-depends only on the shapes.
+depends only on the shapes; ``selective_scan_fn`` calls it while a graph is exported
+(:func:`mmseg_segman.ops.export.is_exporting`). The steps around the recurrence (dt, the
+input dt * B * u, the read-out) are those of the other implementations
+(:mod:`.selective_scan_common`, out-of-place form).
 
 Method. Per channel and state the scan is the linear recurrence
 ``x_t = exp(s_t) * x_{t-1} + b_t`` with ``s_t = dt_t * A`` and ``b_t = dt_t * B_t * u_t``.
@@ -38,25 +41,21 @@ Numeric limits (honest list):
 import torch
 import torch.nn.functional as F
 
-from .selective_scan import _bc_view, _check_args, _grouped
+from .export import is_exporting  # noqa: F401  (its former home; docs/deployment.md)
+from .selective_scan_common import (
+    check_args,
+    compute_dtype,
+    operands,
+    read_out,
+    scan_input,
+    step_sizes,
+)
 
-__all__ = ['selective_scan_export', 'linear_scan_export', 'is_exporting']
+__all__ = ['selective_scan_export', 'linear_scan_export']
 
 # Steps per chunk: the segment-sum matrices hold chunk * length entries per (batch, channel,
 # state); 16 keeps that small and the recursion at 3 levels for SegMAN at 512x512 (16384 tokens).
 EXPORT_CHUNK = 16
-
-
-def is_exporting():
-    """True while ``torch.onnx.export`` (either exporter) or ``torch.export`` traces a model.
-
-    ``torch.onnx.is_in_onnx_export()`` is set by both ONNX exporters (TorchScript and
-    ``dynamo=True``); ``torch.compiler.is_exporting()`` by ``torch.export.export``.
-    """
-    if torch.onnx.is_in_onnx_export():
-        return True
-    is_export = getattr(getattr(torch, 'compiler', None), 'is_exporting', None)
-    return bool(is_export is not None and is_export())
 
 
 def _decay_weights(s):
@@ -120,24 +119,12 @@ def selective_scan_export(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     ``return_last_state`` also the final state (b, d, n). ``chunk`` sets the steps per chunk
     of :func:`linear_scan_export`. See the module docstring for the numeric limits.
     """
-    _check_args(u, delta, A, B, C, D, z, delta_bias)
-    dtype_in = u.dtype
-    ct = torch.float64 if u.dtype == torch.float64 else torch.float32
-    delta = delta.to(ct)
-    if delta_bias is not None:
-        delta = delta + delta_bias.to(ct)[:, None]
-    if delta_softplus:
-        delta = F.softplus(delta)
-    u = u.to(ct)
-    s = delta.unsqueeze(2) * A.to(ct)[None, :, :, None]  # (b, d, n, l)
-    Bv, gB = _bc_view(B.to(ct))
-    Cv, gC = _bc_view(C.to(ct))
-    b = (_grouped((delta * u).unsqueeze(2), gB) * Bv).flatten(1, 2)  # (b, d, n, l)
-    x = linear_scan_export(s, b, chunk)
-    y = (_grouped(x, gC) * Cv).flatten(1, 2).sum(2)  # (b, d, l)
-    if D is not None:
-        y = y + u * D.to(ct)[:, None]
-    if z is not None:
-        y = y * F.silu(z.to(ct))
-    y = y.to(dtype_in)
+    check_args(u, delta, A, B, C, D, z, delta_bias)
+    ct = compute_dtype(u)
+    ops = operands(u, A, B, C, D, z, ct)
+    dt, _ = step_sizes(delta, delta_bias, delta_softplus, ct)
+    s = dt.unsqueeze(2) * ops.A[None, :, :, None]  # (b, d, n, l) log-decays
+    x = linear_scan_export(s, scan_input(dt, ops), chunk)
+    y, _ = read_out(x, ops)
+    y = y.to(u.dtype)
     return (y, x[..., -1]) if return_last_state else y

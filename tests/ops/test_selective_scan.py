@@ -9,10 +9,17 @@ import math
 import pytest
 import torch
 
+from mmseg_segman.ops import linear_recurrence as ls
 from mmseg_segman.ops import selective_scan as ss
+from mmseg_segman.ops import selective_scan_common as common
 from mmseg_segman.ops import selective_scan_fn
-from mmseg_segman.ops.selective_scan import (linear_scan, mamba_kernel_call,
-                                             selective_scan_chunked, selective_scan_ref)
+from mmseg_segman.ops.linear_recurrence import ScanOverflow
+from mmseg_segman.ops.selective_scan import (
+    linear_scan,
+    mamba_kernel_call,
+    selective_scan_chunked,
+    selective_scan_ref,
+)
 
 NAMES = ('u', 'delta', 'A', 'B', 'C', 'D', 'z', 'delta_bias')
 TOL = 1e-5
@@ -134,7 +141,8 @@ def test_linear_scan_huge_inputs_do_not_overflow():
     assert torch.isfinite(got).all()
     assert rel_err(got, truth) <= TOL
     spoiled = b.float()  # working in place, the scan reports the overflow instead
-    assert ss._linear_scan(a.float(), spoiled, ss.SCAN_CHUNK, True, out=spoiled) is None
+    with pytest.raises(ScanOverflow):
+        ls.forward_scan(a.float(), spoiled, ls.SCAN_CHUNK, True, out=spoiled)
 
 
 def sequential_adjoint(a, g):
@@ -161,11 +169,13 @@ def test_reverse_linear_scan_matches_sequential_adjoint(chunk, length, decaying)
     a[3, ::5] = 0.0
     truth = sequential_adjoint(a, g)
     for dtype, tol in ((torch.float32, TOL), (torch.float64, 1e-12)):
-        _, prod, chunks = ss._linear_scan(a.to(dtype), torch.zeros_like(g, dtype=dtype), chunk,
+        _, prod, chunks = ls.forward_scan(a.to(dtype), torch.zeros_like(g, dtype=dtype), chunk,
                                           decaying)
         assert any(bad.any() for _, bad in chunks)  # some chunks went step by step
-        lam, _ = ss._reverse_linear_scan(a.to(dtype), prod, chunks, g.to(dtype), chunk,
-                                         decaying)
+        # the backward recomputes the products instead of keeping them
+        again = ls.within_chunk_products(a.to(dtype), chunks, chunk, torch.empty_like(prod))
+        assert torch.equal(again, prod)
+        lam, _ = ls.reverse_scan(a.to(dtype), again, chunks, g.to(dtype), chunk, decaying)
         assert torch.isfinite(lam).all()
         assert rel_err(lam.double(), truth) <= tol, dtype
 
@@ -173,17 +183,18 @@ def test_reverse_linear_scan_matches_sequential_adjoint(chunk, length, decaying)
 def test_reverse_linear_scan_overflow_in_closed_form():
     """Growth by 2**6 per step over one 16-step chunk keeps P <= 2**96 (closed form), but
     P * g reaches 2**129 although every lam (at most 2**123) fits in float32. Working in place
-    the scan must say so (None); otherwise it solves that chunk step by step."""
+    the scan must say so (ScanOverflow); otherwise it solves that chunk step by step."""
     a = torch.ones(2, 80)
     a[:, :16] = 64.0
     g = torch.zeros(2, 80)
     g[:, 15] = 2.0**33
     g[1, 40] = 1.0
     truth = sequential_adjoint(a.double(), g.double())
-    _, prod, chunks = ss._linear_scan(a, torch.zeros_like(g), 16, False)
+    _, prod, chunks = ls.forward_scan(a, torch.zeros_like(g), 16, False)
     spoiled = g.clone()
-    assert ss._reverse_linear_scan(a, prod, chunks, spoiled, 16, False, out=spoiled) is None
-    lam, _ = ss._reverse_linear_scan(a, prod, chunks, g, 16, False)
+    with pytest.raises(ScanOverflow):
+        ls.reverse_scan(a, prod, chunks, spoiled, 16, False, out=spoiled)
+    lam, _ = ls.reverse_scan(a, prod, chunks, g, 16, False)
     assert torch.isfinite(lam).all() and lam[0, 0] == 2.0**123
     assert rel_err(lam.double(), truth) <= TOL
 
@@ -202,18 +213,19 @@ def test_selective_scan_huge_values_match_float64():
 
 def test_backward_starts_again_when_the_adjoint_overflows_in_place(monkeypatch):
     """If the in-place adjoint scan reports an overflow (here simulated: it spoils its input
-    and returns None), the backward rebuilds the state gradient and solves out of place."""
-    real = ss._reverse_linear_scan
+    and raises ScanOverflow), the backward rebuilds the state gradient and solves out of
+    place."""
+    real = ls.reverse_scan
     in_place_calls = []
 
     def overflowing(*args, out=None):
         in_place_calls.append(out is not None)
         if out is not None:
             out.fill_(float('nan'))
-            return None
+            raise ScanOverflow('simulated')
         return real(*args, out=out)
 
-    monkeypatch.setattr(ss, '_reverse_linear_scan', overflowing)
+    monkeypatch.setattr(ss, 'reverse_scan', overflowing)
     inputs = make_inputs(length=100, d_state=2, groups=2)
     truth = run(selective_scan_ref, inputs, torch.float64, return_last_state=True)
     assert_close(run(selective_scan_chunked, inputs, torch.float32, return_last_state=True),
@@ -295,13 +307,13 @@ def test_no_grad_forward_products_over_decays(monkeypatch, scale, expect_in_plac
     inputs = make_inputs(batch=1, channels=8, length=300, groups=4, decay=(1e-3, 0.5))
     inputs['A'] = inputs['A'] * scale
     aliased = []
-    original = ss._linear_scan
+    original = ls.forward_scan
 
     def spy(a, b, chunk, decaying, out=None, prod=None):
         aliased.append(prod is not None and prod.data_ptr() == a.data_ptr())
         return original(a, b, chunk, decaying, out=out, prod=prod)
 
-    monkeypatch.setattr(ss, '_linear_scan', spy)
+    monkeypatch.setattr(ss, 'forward_scan', spy)
     truth = selective_scan_ref(**inputs, delta_softplus=True)
     with torch.no_grad():
         fast = selective_scan_chunked(**{k: v.float() if v is not None else None
@@ -312,27 +324,32 @@ def test_no_grad_forward_products_over_decays(monkeypatch, scale, expect_in_plac
 
 def test_no_grad_in_place_forward_starts_again_on_overflow(monkeypatch):
     """|dt * B * u| so large that b / P overflows inside the products-over-decays path: the
-    forward must compute dt and the decays again and still match float64."""
+    forward must start again without reusing buffers and still match float64."""
     inputs = make_inputs(batch=1, channels=4, length=200, groups=None, decay=(0.5, 3.0),
                          with_z=False)
     inputs['u'] = inputs['u'] * 1e30
     inputs['u'][..., 50:] = 0.0  # huge early inputs, then pure decay
     calls = []
-    original = ss._linear_scan
+    original = ls.forward_scan
 
     def spy(a, b, chunk, decaying, out=None, prod=None):
         aliased = prod is not None and prod.data_ptr() == a.data_ptr()
-        res = original(a, b, chunk, decaying, out=out, prod=prod)
-        if b.shape[-1] == 200:  # top level only
-            calls.append((aliased, res is None))
+        try:
+            res = original(a, b, chunk, decaying, out=out, prod=prod)
+        except ScanOverflow:
+            calls.append((aliased, True))
+            raise
+        calls.append((aliased, False))
         return res
 
-    monkeypatch.setattr(ss, '_linear_scan', spy)
+    monkeypatch.setattr(ss, 'forward_scan', spy)
     truth = selective_scan_ref(**inputs, delta_softplus=True)
     with torch.no_grad():
         fast = selective_scan_chunked(**{k: v.float() if v is not None else None
                                          for k, v in inputs.items()}, delta_softplus=True)
-    assert calls == [(True, True), (False, False)]  # in place, overflowed; then apart
+    # products over the decays overflowed; the restart's own in-place scan overflows as well,
+    # then it solves out of place
+    assert calls == [(True, True), (False, True), (False, False)]
     assert torch.isfinite(fast).all()
     assert rel_err(fast.double(), truth) <= TOL
 
@@ -357,6 +374,74 @@ def test_half_precision_inputs_computed_in_float32():
         expected = selective_scan_chunked(**{k: v.float() for k, v in low.items()},
                                           delta_softplus=True).to(dtype)
         assert torch.equal(out, expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# the steps shared by the implementations (dt, dt * B * u, read-out)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('with_bias', [False, True])
+def test_step_sizes_both_forms_match_softplus_in_float64(with_bias):
+    """The in-place exp2 form (chunked scan) and the F.softplus form (reference, export)
+    against softplus written out in float64, across the linear threshold at 20; the returned
+    bound is at least max(dt)."""
+    gen = torch.Generator().manual_seed(0)
+    delta = torch.randn(2, 5, 300, generator=gen, dtype=torch.float64) * 15
+    bias = torch.randn(5, generator=gen, dtype=torch.float64) * 5 if with_bias else None
+    delta = delta.clamp(-60, 60)  # exp(s) stays a normal float32
+    s = delta + (bias[:, None] if with_bias else 0)
+    truth = s.clamp_min(0) + torch.log1p(torch.exp(-s.abs()))  # softplus, exactly
+    assert (s > 20).any() and (s < -20).any()
+    # Rounding delta and bias to the dtype moves s by eps * (|delta| + |bias|), and softplus
+    # changes by at most 1.45 times that, relative (sigmoid(s) <= 1.45 softplus(s)). Above
+    # s = 20 both forms drop part of log1p(exp(-s)) < 2.1e-9 (F.softplus all of it): relative
+    # 1.1e-10.
+    size = 1 + delta.abs() + (bias.abs()[:, None] if with_bias else 0)
+    for dtype, tol in ((torch.float64, 1e-15 * size + 1.1e-10), (torch.float32, 3e-7 * size)):
+        plain, plain_bound = common.step_sizes(delta, bias, True, dtype)
+        fast, bound = common.step_sizes(delta, bias, True, dtype,
+                                        out=torch.empty(delta.shape, dtype=dtype))
+        for dt in (plain, fast):
+            assert dt.dtype == dtype
+            assert ((dt.double() - truth).abs() <= tol * truth).all()
+        assert plain_bound == math.inf
+        assert truth.max().item() * (1 - 1e-6) <= bound <= truth.max().item() * (1 + 1e-6)
+    without, _ = common.step_sizes(delta, bias, False, torch.float64,
+                                   out=torch.empty_like(delta))
+    torch.testing.assert_close(without, s, rtol=1e-15, atol=1e-13)
+
+
+@pytest.mark.parametrize('d_state,groups,constant_bc', [(1, 2, False), (3, None, False),
+                                                        (2, 4, False), (1, None, True)])
+def test_scan_input_and_read_out_forms_agree(d_state, groups, constant_bc):
+    """The in-buffer forms (chunked scan) equal the out-of-place forms (reference, export),
+    which equal the formulas written out with explicit group indices."""
+    inputs = make_inputs(batch=2, channels=4, length=9, d_state=d_state, groups=groups,
+                         constant_bc=constant_bc)
+    ops = common.operands(*(inputs[k] for k in ('u', 'A', 'B', 'C', 'D', 'z')), torch.float64)
+    dt = torch.rand(2, 4, 9, dtype=torch.float64)
+    x = torch.randn(2, 4, d_state, 9, dtype=torch.float64)
+
+    def per_channel(t):  # B or C as (b, d, n, l)
+        if t.dim() == 2:
+            return t[None, :, :, None].expand(2, 4, d_state, 9)
+        if t.dim() == 3:
+            return t[:, None].expand(2, 4, d_state, 9)
+        return t[:, torch.arange(4) // (4 // t.shape[1])]
+
+    B, C = per_channel(inputs['B']), per_channel(inputs['C'])
+    expected_input = dt[:, :, None] * B * inputs['u'][:, :, None]
+    y = (x * C).sum(2) + inputs['u'] * inputs['D'][:, None]
+    expected_out = y * inputs['z'] * torch.sigmoid(inputs['z'])
+    plain = common.scan_input(dt, ops)
+    in_buffer = common.scan_input(dt, ops, out=torch.empty(2, 4, d_state, 9, dtype=torch.float64))
+    for got in (plain, in_buffer):
+        torch.testing.assert_close(got, expected_input, rtol=1e-14, atol=1e-14)
+    for buffer in (None, torch.empty(2, 4, d_state, 9, dtype=torch.float64)):
+        out, before_gate = common.read_out(x, ops, buffer=buffer)
+        torch.testing.assert_close(out, expected_out, rtol=1e-14, atol=1e-14)
+        torch.testing.assert_close(before_gate, y, rtol=1e-14, atol=1e-14)
 
 
 # ---------------------------------------------------------------------------------------------

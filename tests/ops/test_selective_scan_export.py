@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from mmseg_segman.models.layers.ss2d import SS2D
+from mmseg_segman.ops import selective_scan_fn
+from mmseg_segman.ops.export import is_exporting
 from mmseg_segman.ops.selective_scan import selective_scan_ref
-from mmseg_segman.ops.selective_scan_export import (is_exporting, linear_scan_export,
-                                                    selective_scan_export)
+from mmseg_segman.ops.selective_scan_export import linear_scan_export, selective_scan_export
 
 
 def loop_scan(s, b):
@@ -153,3 +154,24 @@ def test_ss2d_switches_to_the_export_scan_under_torch_export():
     assert exported.shape == (1, 8, 5, 7)
     assert (exported - eager).abs().max().item() <= 1e-5 * eager.abs().max().item()
     assert eager.abs().max().item() > 0.1
+
+
+def test_selective_scan_fn_switches_to_the_export_scan_by_itself():
+    """Exported, selective_scan_fn is the export scan: torch.export succeeds (the chunked
+    scan's data-dependent branches would make it fail) and the program follows its inputs."""
+    kw = scan_inputs(1, 4, 40, 2, groups=2, seed=7)
+
+    class Scan(torch.nn.Module):
+
+        def forward(self, u, delta):
+            return selective_scan_fn(u, delta, kw['A'], kw['B'], kw['C'], kw['D'], kw['z'],
+                                     kw['delta_bias'], delta_softplus=True)
+
+    program = torch.export.export(Scan(), (kw['u'], kw['delta']))
+    for scale in (1.0, -2.0):
+        u = kw['u'] * scale
+        ref = selective_scan_ref(**as_double({**kw, 'u': u}), delta_softplus=True)
+        out = program.module()(u, kw['delta'])
+        assert (out.double() - ref).abs().max().item() <= 2e-6 * ref.abs().max().item()
+    nodes = {str(node.target) for node in program.graph.nodes}
+    assert not any('cumprod' in name for name in nodes)  # the chunked scan's closed form

@@ -14,7 +14,6 @@ from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 
 from mmseg_segman.ops import selective_scan_fn
-from mmseg_segman.ops.selective_scan_export import is_exporting, selective_scan_export
 
 NUM_DIRECTIONS = 4
 
@@ -171,9 +170,8 @@ class SS2D(BaseModule):
         dts, Bs, Cs = torch.split(x_dbl, [r, n, n], dim=2)
         dts = F.conv1d(dts.reshape(b, k * r, length),
                        self.dt_projs_weight.reshape(k * d, r, 1), groups=k)
-        # Graph export needs static control flow: same recurrence, export-friendly form.
-        scan = selective_scan_export if is_exporting() else selective_scan_fn
-        ys = scan(
+        # While a graph is exported, selective_scan_fn switches to its export form by itself.
+        ys = selective_scan_fn(
             xs, dts, -torch.exp(self.A_logs.float()), Bs.contiguous(), Cs.contiguous(),
             D=self.Ds.float(), delta_bias=self.dt_projs_bias.reshape(-1).float(),
             delta_softplus=True)
