@@ -52,7 +52,7 @@ class LRFormerStem(BaseModule):
                  embed_dims: int,
                  norm_cfg: dict = dict(type='BN'),
                  act_cfg: dict = dict(type='GELU'),
-                 init_cfg: Optional[dict] = None):
+                 init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         mid = embed_dims // 2
         # Index layout of the official nn.Sequential: conv, norm, act, ..., conv.
@@ -88,7 +88,7 @@ class ConvPatchEmbed(BaseModule):
         - output: (B, embed_dims, ceil(H / 2), ceil(W / 2))
     """
 
-    def __init__(self, in_channels: int, embed_dims: int, init_cfg: Optional[dict] = None):
+    def __init__(self, in_channels: int, embed_dims: int, init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.proj = nn.Conv2d(in_channels, embed_dims, 3, stride=2, padding=1)
         self.norm = build_norm_layer(TOKEN_NORM_CFG, embed_dims)[1]

@@ -58,12 +58,12 @@ class LASSAttention(BaseModule):
     """
 
     def __init__(self,
-                 embed_dims,
-                 num_heads,
-                 kernel_size,
-                 global_size=None,
-                 norm_cfg=dict(type='BN'),
-                 init_cfg=None):
+                 embed_dims: int,
+                 num_heads: int,
+                 kernel_size: int,
+                 global_size: Optional[Tuple[int, int]] = None,
+                 norm_cfg: dict = dict(type='BN'),
+                 init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.embed_dims = embed_dims
         self.num_heads = num_heads
@@ -88,7 +88,7 @@ class LASSAttention(BaseModule):
             biases.append(nn.Parameter(torch.zeros(num_heads, num_tokens, num_tokens)))
         self.rpb = nn.ParameterList(biases)
 
-    def global_bias(self, num_tokens):
+    def global_bias(self, num_tokens: int) -> torch.Tensor:
         """The global bias ``rpb[1]`` resized to (heads, num_tokens, num_tokens)."""
         bias = self.rpb[1]
         if bias.shape[-1] != num_tokens:
@@ -96,7 +96,8 @@ class LASSAttention(BaseModule):
                                  align_corners=False)[0]
         return bias
 
-    def forward(self, x, rope):
+    def forward(self, x: torch.Tensor,
+                rope: Tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         b, c, h, w = x.shape
         qkv = self.qkv(x)
         lepe = self.lepe(qkv[:, 2 * c:])
@@ -144,16 +145,16 @@ class LASSBlock(BaseModule):
     """
 
     def __init__(self,
-                 embed_dims,
-                 num_heads,
-                 kernel_size,
-                 mlp_ratio,
-                 global_size=None,
-                 drop_path=0.,
-                 layer_scale_init_value=None,
-                 norm_cfg=dict(type='BN'),
-                 act_cfg=dict(type='GELU'),
-                 init_cfg=None):
+                 embed_dims: int,
+                 num_heads: int,
+                 kernel_size: int,
+                 mlp_ratio: float,
+                 global_size: Optional[Tuple[int, int]] = None,
+                 drop_path: float = 0.,
+                 layer_scale_init_value: Optional[float] = None,
+                 norm_cfg: dict = dict(type='BN'),
+                 act_cfg: dict = dict(type='GELU'),
+                 init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.cpe1 = nn.Conv2d(embed_dims, embed_dims, kernel_size=3, padding=1, groups=embed_dims)
         self.norm1 = LayerNorm2d(embed_dims)
@@ -170,7 +171,7 @@ class LASSBlock(BaseModule):
             self.layer_scale1 = LayerScale2d(embed_dims, layer_scale_init_value)
             self.layer_scale2 = LayerScale2d(embed_dims, layer_scale_init_value)
 
-    def forward(self, x, sin, cos):
+    def forward(self, x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
         x = x + self.cpe1(x)
         x = x + self.drop_path(self.layer_scale1(self.token_mixer(self.norm1(x), (sin, cos))))
         x = x + self.cpe2(x)
@@ -188,7 +189,11 @@ class SegMANStage(BaseModule):
         **block_kwargs: Arguments of :class:`LASSBlock` (embed_dims, num_heads, ...).
     """
 
-    def __init__(self, drop_paths, with_cp=False, init_cfg=None, **block_kwargs):
+    def __init__(self,
+                 drop_paths: Sequence[float],
+                 with_cp: bool = False,
+                 init_cfg: Optional[dict] = None,
+                 **block_kwargs) -> None:
         super().__init__(init_cfg=init_cfg)
         self.with_cp = with_cp
         self.rope = RoPE2d(block_kwargs['embed_dims'] // block_kwargs['num_heads'])

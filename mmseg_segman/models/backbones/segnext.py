@@ -59,10 +59,10 @@ class MultiScaleConvAttention(BaseModule):
     """
 
     def __init__(self,
-                 channels,
-                 kernel_sizes=(5, (1, 7), (1, 11), (1, 21)),
-                 paddings=(2, (0, 3), (0, 5), (0, 10)),
-                 init_cfg=None):
+                 channels: int,
+                 kernel_sizes: Sequence = (5, (1, 7), (1, 11), (1, 21)),
+                 paddings: Sequence = (2, (0, 3), (0, 5), (0, 10)),
+                 init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if len(kernel_sizes) != len(paddings):
             raise ValueError(
@@ -117,11 +117,11 @@ class SpatialAttention(BaseModule):
     """
 
     def __init__(self,
-                 channels,
-                 kernel_sizes=(5, (1, 7), (1, 11), (1, 21)),
-                 paddings=(2, (0, 3), (0, 5), (0, 10)),
-                 act_cfg=dict(type='GELU'),
-                 init_cfg=None):
+                 channels: int,
+                 kernel_sizes: Sequence = (5, (1, 7), (1, 11), (1, 21)),
+                 paddings: Sequence = (2, (0, 3), (0, 5), (0, 10)),
+                 act_cfg: dict = dict(type='GELU'),
+                 init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.proj_1 = nn.Conv2d(channels, channels, 1)
         self.activation = build_activation_layer(act_cfg)
@@ -151,11 +151,11 @@ class ConvMlp(BaseModule):
     """
 
     def __init__(self,
-                 channels,
-                 hidden_channels,
-                 act_cfg=dict(type='GELU'),
-                 drop=0.,
-                 init_cfg=None):
+                 channels: int,
+                 hidden_channels: int,
+                 act_cfg: dict = dict(type='GELU'),
+                 drop: float = 0.,
+                 init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.fc1 = nn.Conv2d(channels, hidden_channels, 1)
         self.dwconv = nn.Conv2d(
@@ -207,16 +207,16 @@ class MSCABlock(BaseModule):
     """
 
     def __init__(self,
-                 channels,
-                 mlp_ratio=4.,
-                 kernel_sizes=(5, (1, 7), (1, 11), (1, 21)),
-                 paddings=(2, (0, 3), (0, 5), (0, 10)),
-                 drop=0.,
-                 drop_path=0.,
-                 layer_scale_init=1e-2,
-                 act_cfg=dict(type='GELU'),
-                 norm_cfg=dict(type='SyncBN', requires_grad=True),
-                 init_cfg=None):
+                 channels: int,
+                 mlp_ratio: float = 4.,
+                 kernel_sizes: Sequence = (5, (1, 7), (1, 11), (1, 21)),
+                 paddings: Sequence = (2, (0, 3), (0, 5), (0, 10)),
+                 drop: float = 0.,
+                 drop_path: float = 0.,
+                 layer_scale_init: Optional[float] = 1e-2,
+                 act_cfg: dict = dict(type='GELU'),
+                 norm_cfg: dict = dict(type='SyncBN', requires_grad=True),
+                 init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.norm1 = build_norm_layer(norm_cfg, channels)[1]
         self.attn = SpatialAttention(channels, kernel_sizes, paddings, act_cfg)
@@ -232,7 +232,7 @@ class MSCABlock(BaseModule):
             self.layer_scale_2 = layer_scale_parameter(channels, layer_scale_init)
 
     @staticmethod
-    def _scale(gamma, x: Tensor) -> Tensor:
+    def _scale(gamma: Optional[Tensor], x: Tensor) -> Tensor:
         return x if gamma is None else scale_channels(x, gamma)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -256,11 +256,11 @@ class ConvStem(BaseModule):
     """
 
     def __init__(self,
-                 in_channels,
-                 out_channels,
-                 act_cfg=dict(type='GELU'),
-                 norm_cfg=dict(type='SyncBN', requires_grad=True),
-                 init_cfg=None):
+                 in_channels: int,
+                 out_channels: int,
+                 act_cfg: dict = dict(type='GELU'),
+                 norm_cfg: dict = dict(type='SyncBN', requires_grad=True),
+                 init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         # A Sequential keeps the checkpoint keys proj.{0,1,3,4}.
         self.proj = nn.Sequential(
@@ -290,10 +290,10 @@ class ConvDownsample(BaseModule):
     """
 
     def __init__(self,
-                 in_channels,
-                 out_channels,
-                 norm_cfg=dict(type='SyncBN', requires_grad=True),
-                 init_cfg=None):
+                 in_channels: int,
+                 out_channels: int,
+                 norm_cfg: dict = dict(type='SyncBN', requires_grad=True),
+                 init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.proj = nn.Conv2d(
             in_channels, out_channels, 3, stride=2, padding=1)

@@ -1,5 +1,5 @@
 """LRFormer decode head (official name ``LRHead``)."""
-from typing import List, Sequence
+from typing import List, Sequence, Union
 
 import torch
 from mmcv.cnn import ConvModule
@@ -40,11 +40,11 @@ class LRHead(BaseDecodeHead):
                  mlp_ratio: float = 4,
                  q_pooled_size: int = 32,
                  qkv_bias: bool = True,
-                 init_cfg=[
+                 init_cfg: Union[dict, List[dict]] = [
                      dict(type='TruncNormal', std=.02, bias=0., layer='Linear'),
                      dict(type='Normal', std=0.01, override=dict(name='conv_seg'))
                  ],
-                 **kwargs):
+                 **kwargs) -> None:
         if kwargs.get('input_transform', 'multiple_select') != 'multiple_select':
             raise ValueError("LRHead fuses several levels: input_transform must be "
                              f"'multiple_select', got {kwargs['input_transform']!r}")

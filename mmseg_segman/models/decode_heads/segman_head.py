@@ -3,6 +3,8 @@
 Module names and tensor layouts follow the official ``SegMANDecoder`` so that official
 checkpoints load with no key renaming (87 state-dict entries).
 """
+from typing import Sequence
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -22,11 +24,11 @@ class PixelLinear(nn.Module):
         out_channels (int): Output channels.
     """
 
-    def __init__(self, in_channels, out_channels):
+    def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
         self.proj = nn.Linear(in_channels, out_channels)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
@@ -43,7 +45,7 @@ class VSSBlock(nn.Module):
         (B, C, H, W) -> (B, C, H, W).
     """
 
-    def __init__(self, channels):
+    def __init__(self, channels: int) -> None:
         super().__init__()
         self.norm1 = LayerNorm2d(channels)
         self.cpe1 = nn.Conv2d(channels, channels, 3, padding=1, groups=channels)
@@ -52,7 +54,7 @@ class VSSBlock(nn.Module):
         self.cpe2 = nn.Conv2d(channels, channels, 3, padding=1, groups=channels)
         self.mlp = DepthwiseConvFFN(channels, 4 * channels, dw_name='dwconv')
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.cpe1(x)
         x = x + self.token_mixer(self.norm1(x))
         x = x + self.cpe2(x)
@@ -102,7 +104,12 @@ class SegMANDecoder(BaseDecodeHead):
         Output: (B, num_classes, H/8, W/8) logits at c2's size.
     """
 
-    def __init__(self, in_channels, channels, feat_proj_dim, in_index=(0, 1, 2, 3), **kwargs):
+    def __init__(self,
+                 in_channels: Sequence[int],
+                 channels: int,
+                 feat_proj_dim: int,
+                 in_index: Sequence[int] = (0, 1, 2, 3),
+                 **kwargs) -> None:
         if 'input_transform' in kwargs and kwargs['input_transform'] != 'multiple_select':
             raise ValueError("SegMANDecoder always uses input_transform='multiple_select', got "
                              f"{kwargs['input_transform']!r}")
@@ -139,7 +146,7 @@ class SegMANDecoder(BaseDecodeHead):
     def _resize(self, x, size):
         return resize(x, size=size, mode='bilinear', align_corners=self.align_corners)
 
-    def multi_scale_context(self, x):
+    def multi_scale_context(self, x: torch.Tensor) -> torch.Tensor:
         """MMSCopE on the fused stride-8 map.
 
         Args:
@@ -158,7 +165,7 @@ class SegMANDecoder(BaseDecodeHead):
         context = self.vssm(torch.cat(scales, dim=1))
         return self._resize(context, x.shape[2:])[:, :, :h, :w]
 
-    def forward(self, inputs):
+    def forward(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
         """Args: inputs (list[Tensor]): encoder maps. Returns: Tensor (B, num_classes, h, w)."""
         _, c2, c3, c4 = self._transform_inputs(inputs)
         size = c2.shape[2:]

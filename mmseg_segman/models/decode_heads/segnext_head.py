@@ -18,6 +18,7 @@ is unsafe:
   ones and rejects unknown keys.
 """
 import warnings
+from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -108,14 +109,14 @@ class NMF2D(nn.Module):
     """
 
     def __init__(self,
-                 channels,
-                 rank=64,
-                 num_groups=1,
-                 train_steps=6,
-                 eval_steps=7,
-                 rand_init=True,
-                 deterministic_eval=True,
-                 seed=0):
+                 channels: int,
+                 rank: int = 64,
+                 num_groups: int = 1,
+                 train_steps: int = 6,
+                 eval_steps: int = 7,
+                 rand_init: bool = True,
+                 deterministic_eval: bool = True,
+                 seed: int = 0) -> None:
         super().__init__()
         checks = [('rank', rank, 1), ('num_groups', num_groups, 1),
                   ('train_steps', train_steps, 0),
@@ -156,7 +157,7 @@ class NMF2D(nn.Module):
                                   H * W), bases, steps)
         return out.reshape(B, C, H, W).to(x.dtype)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return (f'rank={self.rank}, num_groups={self.num_groups}, '
                 f'train_steps={self.train_steps}, '
                 f'eval_steps={self.eval_steps}, rand_init={self.rand_init}, '
@@ -179,7 +180,7 @@ _HAM_KWARGS = {
 _INERT_HAM_KWARGS = ('inv_t', 'eta', 'md_d', 'spatial')
 
 
-def parse_ham_kwargs(ham_kwargs, channels):
+def parse_ham_kwargs(ham_kwargs: dict, channels: int) -> dict:
     """Translate official or MMSeg ``ham_kwargs`` to :class:`NMF2D` kwargs.
 
     Args:
@@ -248,7 +249,11 @@ class Hamburger(BaseModule):
         ``(B, C, H, W) -> (B, C, H, W)``.
     """
 
-    def __init__(self, channels, ham_kwargs, norm_cfg=None, init_cfg=None):
+    def __init__(self,
+                 channels: int,
+                 ham_kwargs: dict,
+                 norm_cfg: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.ham_in = ConvModule(
             channels, channels, 1, norm_cfg=None, act_cfg=None)
@@ -286,7 +291,7 @@ class SegNeXtHamHead(BaseDecodeHead):
         ``(B, num_classes, H_s, W_s)`` at the size of ``inputs[in_index[0]]``.
     """
 
-    def __init__(self, ham_channels=512, ham_kwargs=dict(), **kwargs):
+    def __init__(self, ham_channels: int = 512, ham_kwargs: dict = dict(), **kwargs) -> None:
         if kwargs.setdefault('input_transform',
                              'multiple_select') != 'multiple_select':
             raise ValueError(f"input_transform must be 'multiple_select', got "
@@ -309,7 +314,7 @@ class SegNeXtHamHead(BaseDecodeHead):
             norm_cfg=self.norm_cfg,
             act_cfg=self.act_cfg)
 
-    def forward(self, inputs):
+    def forward(self, inputs: Sequence[Tensor]) -> Tensor:
         inputs = self._transform_inputs(inputs)
         size = inputs[0].shape[2:]
         x = torch.cat([

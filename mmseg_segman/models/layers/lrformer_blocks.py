@@ -87,7 +87,7 @@ class LowResolutionSelfAttention(BaseModule):
                  kv_pooled_sizes: Optional[Sequence[int]] = None,
                  qkv_bias: bool = True,
                  param_layout: str = 'backbone',
-                 init_cfg: Optional[dict] = None):
+                 init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if embed_dims % num_heads != 0:
             raise ValueError(f'embed_dims ({embed_dims}) must be divisible by num_heads '
@@ -197,7 +197,7 @@ class LRFormerBlock(BaseModule):
                  drop_path_rate: float = 0.,
                  layer_scale_init_value: Optional[float] = None,
                  pre_norm_cfg: Optional[dict] = None,
-                 init_cfg: Optional[dict] = None):
+                 init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if layer_scale_init_value is not None:
             self.layer_scale_1 = layer_scale_parameter(embed_dims, layer_scale_init_value)
