@@ -25,5 +25,30 @@ def run_mmseg_tool(name):
         raise FileNotFoundError(
             f'MMSeg tool {name!r} not found at {script}: mmsegmentation must be '
             f'installed with its packaged tools (`pip install mmsegmentation==1.2.2`)')
+    if name == 'train':
+        _check_pretrained_files(sys.argv[1:])
     sys.argv[0] = script
     runpy.run_path(script, run_name='__main__')
+
+
+def _check_pretrained_files(argv):
+    """Report a missing pretrained file before MMSeg builds the dataloaders."""
+    import argparse
+
+    from mmengine.config import Config, DictAction
+
+    from mmseg_segman.utils.checkpoint import check_pretrained_files
+
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument('config', nargs='?')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    args, _ = parser.parse_known_args(argv)
+    if not args.config or not osp.isfile(args.config):
+        return  # MMSeg's own script reports it
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    try:
+        check_pretrained_files(cfg)
+    except FileNotFoundError as err:
+        sys.exit(f'{args.config}: {err}')

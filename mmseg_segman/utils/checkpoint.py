@@ -28,7 +28,7 @@ from mmengine.logging import print_log
 
 __all__ = [
     'CheckpointMismatchError', 'StateDictSource', 'read_state_dict', 'load_backbone_weights',
-    'check_local_file'
+    'check_local_file', 'check_pretrained_files'
 ]
 
 # Wrappers in order of preference: EMA weights are what the SegMAN authors release.
@@ -213,3 +213,46 @@ def load_backbone_weights(module: nn.Module,
     else:
         print_log(f'{type(module).__name__}: {summary}', logger='current')
     return missing
+
+
+def _pretrained_entries(node, path: str):
+    """(config key, checkpoint) of every ``Pretrained`` init_cfg / ``pretrained`` path."""
+    if isinstance(node, dict):
+        if node.get('type') == 'Pretrained' and isinstance(node.get('checkpoint'), str):
+            yield path, node['checkpoint']
+        for key, value in node.items():
+            if key == 'pretrained' and isinstance(value, str):
+                yield f'{path}.pretrained', value
+            else:
+                yield from _pretrained_entries(value, f'{path}.{key}')
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            yield from _pretrained_entries(value, f'{path}.{i}')
+
+
+def check_pretrained_files(cfg) -> None:
+    """Fail before anything is built when a local pretrained file of ``cfg.model`` is missing.
+
+    Training loads pretrained weights only after the dataloaders are built; this check lets
+    ``tools/train.py`` report a missing file at once, with the config key, where the file comes
+    from (the backbone's :meth:`missing_pretrained_hint`) and how to train from scratch.
+
+    Args:
+        cfg (mmengine.Config): The training config (after ``--cfg-options``).
+
+    Raises:
+        FileNotFoundError: naming the file and the config key.
+    """
+    from mmseg.registry import MODELS
+
+    model = cfg.get('model', {})
+    backbone_type = model.get('backbone', {}).get('type') if isinstance(model, dict) else None
+    backbone_cls = MODELS.get(backbone_type) if isinstance(backbone_type, str) else None
+    for key, checkpoint in _pretrained_entries(model, 'model'):
+        if '://' in checkpoint or os.path.isfile(checkpoint):
+            continue
+        hint = (backbone_cls.missing_pretrained_hint()
+                if key.startswith(('model.backbone', 'model.pretrained'))
+                and hasattr(backbone_cls, 'missing_pretrained_hint') else
+                f'Put the file there, or set {key}=None')
+        check_local_file(checkpoint, f'the pretrained weights of {key}', hint)
