@@ -266,7 +266,8 @@ def _first_sentence(error):
 
 # Messages of torch.load on a file that is not a complete torch.save archive.
 _DAMAGED_FILE_HINTS = ('PytorchStreamReader', 'central directory', 'Ran out of input',
-                       'invalid load key', 'EOF', 'truncated', 'magic number')
+                       'invalid load key', 'EOF', 'truncated', 'magic number',
+                       'Unsupported operand')
 
 
 def load_checkpoint_file(filename, map_location=None, source=None):

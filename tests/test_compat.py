@@ -230,3 +230,136 @@ def test_package_scoped_base_config_resolves(tmp_path):
     assert cfg.train_dataloader.dataset.type == 'ADE20KDataset'
     assert cfg.train_dataloader.batch_size == 3
     assert cfg.crop_size == (512, 512)
+
+
+# --------------------------------------------------------------------------------------
+# checkpoints from http(s) URLs: weights-only, like local files
+# --------------------------------------------------------------------------------------
+@pytest.fixture
+def loopback_server(tmp_path):
+    """Serve ``tmp_path/served`` on 127.0.0.1 for one test; yields (base URL, folder)."""
+    import functools
+    import http.server
+    import threading
+
+    served = tmp_path / 'served'
+    served.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f'http://127.0.0.1:{server.server_address[1]}', served
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """torch's download cache (TORCH_HOME) inside the test's folder."""
+    cache = tmp_path / 'torch_home'
+    monkeypatch.setenv('TORCH_HOME', str(cache))
+    monkeypatch.setattr(torch.hub, '_hub_dir', None)
+    return cache
+
+
+def _evil_checkpoint(path, marker):
+    torch.save({'state_dict': {'w': torch.ones(2)},
+                'x': _Reduce(os.system, f'touch {marker}')}, path)
+
+
+def test_url_checkpoint_runs_no_code(loopback_server, hub_cache, tmp_path):
+    from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint
+
+    base, served = loopback_server
+    marker = tmp_path / 'pwned'
+    _evil_checkpoint(served / 'evil.pth', marker)
+    for load in (_load_checkpoint, CheckpointLoader.load_checkpoint):
+        with pytest.raises(compat.CheckpointRefusedError) as info:
+            load(f'{base}/evil.pth', map_location='cpu')
+        assert not marker.exists()
+        message = str(info.value)
+        assert f'{base}/evil.pth' in message and 'posix.system' in message
+        assert 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD' in message  # how to proceed if trusted
+    # It was downloaded to torch's cache, once (the second load read the cached file).
+    assert (hub_cache / 'hub' / 'checkpoints' / 'evil.pth').is_file()
+
+    # The positive control: a plain checkpoint at a URL loads.
+    weights = {'w': torch.arange(4.)}
+    torch.save({'state_dict': weights}, served / 'good.pth')
+    loaded = _load_checkpoint(f'{base}/good.pth', map_location='cpu')
+    assert torch.equal(loaded['state_dict']['w'], weights['w'])
+
+
+def test_torchvision_scheme_uses_the_same_loader(loopback_server, hub_cache, tmp_path,
+                                                monkeypatch):
+    import mmengine.runner.checkpoint as ckpt_module
+
+    base, served = loopback_server
+    marker = tmp_path / 'pwned'
+    _evil_checkpoint(served / 'resnet.pth', marker)
+    monkeypatch.setattr(ckpt_module, 'get_torchvision_models',
+                        lambda: {'resnet': f'{base}/resnet.pth'})
+    with pytest.raises(compat.CheckpointRefusedError, match='resnet.pth'):
+        ckpt_module._load_checkpoint('torchvision://resnet', map_location='cpu')
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize('backbone', [
+    dict(type='SegMANEncoder', arch='t'),
+    dict(type='SegNeXtMSCAN', arch='t'),
+    dict(type='LRFormer', arch='t'),
+])
+def test_backbone_pretrained_url_runs_no_code(loopback_server, hub_cache, tmp_path,
+                                              backbone):
+    from mmseg.registry import MODELS
+
+    base, served = loopback_server
+    marker = tmp_path / 'pwned'
+    _evil_checkpoint(served / 'pretrained.pth', marker)
+    model = MODELS.build(dict(backbone, init_cfg=dict(type='Pretrained',
+                                                      checkpoint=f'{base}/pretrained.pth')))
+    with pytest.raises(compat.CheckpointRefusedError, match='pretrained.pth'):
+        model.init_weights()
+    assert not marker.exists()
+
+
+def test_tools_test_with_url_checkpoint_refuses_in_one_message(loopback_server, tmp_path):
+    base, served = loopback_server
+    marker = tmp_path / 'pwned'
+    _evil_checkpoint(served / 'evil.pth', marker)
+    sys.path.insert(0, str(REPO_ROOT / 'tools'))
+    from make_toy_dataset import make_toy_dataset
+
+    make_toy_dataset(str(tmp_path / 'toy'), num_train=1, num_val=1, size=32)
+    options = [f'{k}.dataset.data_root={tmp_path / "toy"}' for k in ('test_dataloader', )]
+    options += ['test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False']
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / 'tools' / 'test.py'),
+         str(REPO_ROOT / 'configs' / 'toy' / 'fcn-r18-narrow_toy.py'), f'{base}/evil.pth',
+         '--work-dir', str(tmp_path / 'work'), '--cfg-options', *options],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, 'PYTHONPATH': str(REPO_ROOT), 'TORCH_HOME': str(tmp_path / 'th')})
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert not marker.exists()
+    assert 'Traceback' not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f'error: checkpoint {base}/evil.pth') and 'refused' in last
+
+
+def test_unreadable_checkpoints_are_named(tmp_path):
+    from mmengine.runner.checkpoint import _load_checkpoint
+
+    torch.save({'state_dict': {'w': torch.ones(100)}}, tmp_path / 'good.pth')
+    data = (tmp_path / 'good.pth').read_bytes()
+    (tmp_path / 'truncated.pth').write_bytes(data[:len(data) // 2])
+    (tmp_path / 'empty.pth').write_bytes(b'')
+    (tmp_path / 'text.pth').write_text('not a checkpoint')
+    for name, reason in (('truncated.pth', 'truncated'), ('empty.pth', 'empty'),
+                         ('text.pth', 'not a file written by torch.save')):
+        with pytest.raises(compat.CheckpointReadError) as info:
+            _load_checkpoint(str(tmp_path / name), map_location='cpu')
+        assert str(tmp_path / name) in str(info.value) and reason in str(info.value)

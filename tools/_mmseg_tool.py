@@ -28,7 +28,28 @@ def run_mmseg_tool(name):
     if name == 'train':
         _check_pretrained_files(sys.argv[1:])
     sys.argv[0] = script
-    runpy.run_path(script, run_name='__main__')
+    from mmseg_segman.compat import PluginError
+
+    try:
+        runpy.run_path(script, run_name='__main__')
+    except PluginError as err:
+        # The plugin's errors name the file or key, the cause and the fix: one message
+        # says it all (a traceback would bury it).
+        sys.exit(f'error: {plain_message(err)}')
+
+
+def plain_message(err):
+    """The message of ``err``, without the worker traceback a DataLoader wraps around it.
+
+    An exception raised in a dataloader worker is re-raised in the main process with
+    the worker's formatted traceback as its message; the original message is its last
+    ``<ErrorType>: ...`` line.
+    """
+    text = str(err)
+    marker = f'{type(err).__name__}: '
+    if 'Original Traceback' in text and marker in text:
+        text = text.rsplit(marker, 1)[1]
+    return text.strip()
 
 
 def _check_pretrained_files(argv):
