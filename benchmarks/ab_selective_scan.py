@@ -1,14 +1,18 @@
 """A/B timing of two versions of the selective scan module in one process.
 
-Loads a baseline copy of ``mmseg_segman/ops/selective_scan.py`` (e.g. from an older commit)
-next to the installed one and times both on SegMAN-T stage-1 inputs (see
-bench_selective_scan.py), forward without grad and forward + backward, in interleaved rounds.
-It first checks that both give the same output and gradients.
+Loads a baseline copy of the scan (e.g. from an older commit) next to the installed one and
+times both on SegMAN-T stage-1 inputs (see bench_selective_scan.py), forward without grad and
+forward + backward, in interleaved rounds. It first checks that both give the same outputs
+(with and without grad) and gradients.
 
-Usage::
+The baseline is either a copy of the ``mmseg_segman/ops`` directory (the scan is spread over
+several modules of it since the split into ``linear_recurrence`` and
+``selective_scan_common``) or, for commits before that split, the single file
+``mmseg_segman/ops/selective_scan.py``. Usage::
 
-    git show <commit>:mmseg_segman/ops/selective_scan.py > /tmp/scan_old.py
-    python benchmarks/ab_selective_scan.py --baseline /tmp/scan_old.py [--threads 1]
+    mkdir /tmp/old && git archive <commit> mmseg_segman/ops | tar -x -C /tmp/old
+    git show <commit>:mmseg_segman/ops/selective_scan.py > /tmp/scan_old.py  # older commits
+    python benchmarks/ab_selective_scan.py --baseline /tmp/old/mmseg_segman/ops [--threads 1]
         [--decay-scale 1] [--repeats 15]
 
 Page faults (a fresh 8 MiB buffer can cost more than the arithmetic done in it, depending on
@@ -27,12 +31,25 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_selective_scan import minor_faults, segman_inputs  # noqa: E402
+
 from mmseg_segman.ops import selective_scan as current  # noqa: E402
 
 
 def load_module(path):
+    """The baseline's selective scan module, from a copy of the ops directory or one file."""
+    if os.path.isdir(path):  # a package copy: its modules import each other relatively
+        init = os.path.join(path, '__init__.py')
+        if not os.path.isfile(os.path.join(path, 'selective_scan.py')):
+            raise SystemExit(f'--baseline: {path} holds no selective_scan.py; pass a copy of '
+                             'mmseg_segman/ops')
+        spec = importlib.util.spec_from_file_location('scan_baseline', init,
+                                                      submodule_search_locations=[path])
+        package = importlib.util.module_from_spec(spec)
+        sys.modules['scan_baseline'] = package
+        spec.loader.exec_module(package)
+        return importlib.import_module('scan_baseline.selective_scan')
     if not os.path.isfile(path):
-        raise SystemExit(f'--baseline: no such file: {path}')
+        raise SystemExit(f'--baseline: no such file or directory: {path}')
     spec = importlib.util.spec_from_file_location('selective_scan_baseline', path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -62,9 +79,14 @@ def main():
         out.backward(dout)
         return [out.detach()] + [t.grad.clone() for t in leaves if t is not None]
 
-    diff = max(((a - b).abs().max() / b.abs().max()).item()
-               for a, b in zip(results(current), results(baseline)))
-    print(f'max |difference| / max |value|, outputs and gradients: {diff:.1e}')
+    def no_grad_output(module):
+        with torch.no_grad():
+            return [module.selective_scan_chunked(*inputs, delta_softplus=True)]
+
+    for what, fn in (('outputs and gradients', results), ('no-grad outputs', no_grad_output)):
+        diff = max(((a - b).abs().max() / b.abs().max()).item()
+                   for a, b in zip(fn(current), fn(baseline)))
+        print(f'max |difference| / max |value|, {what}: {diff:.1e}')
 
     def timed(module):
         def fwd():
@@ -94,7 +116,8 @@ def main():
           f'{args.repeats} interleaved rounds (wall medians)')
     for name in fns:
         print(f'{name:18s} {statistics.median(wall[name]) * 1e3:8.2f} ms  '
-              f'(min {min(wall[name]) * 1e3:.2f})  page faults {statistics.median(faults[name]):.0f}')
+              f'(min {min(wall[name]) * 1e3:.2f})  '
+              f'page faults {statistics.median(faults[name]):.0f}')
 
 
 if __name__ == '__main__':

@@ -1,7 +1,9 @@
 """Speed and peak memory of 2-D neighborhood attention, split form, forward + backward.
 
-Compares ``mmseg_segman.ops`` (tiled halo formulation) with a brute-force gather formulation
-that materialises every query's k x k keys and values and lets autograd save them. Default
+Compares the tiled backend of ``mmseg_segman.ops`` (halo formulation, what ``na2d_qk`` /
+``na2d_av`` run on CPU) with the gather reference backend
+(``mmseg_segman.ops.neighborhood_attention.reference``), which materialises every query's
+k x k keys and values and lets autograd save them. Default
 shape: SegMAN-T stage 1 (batch 1, 1 head, head dim 32, 128 x 128, kernel 11, with rpb).
 
 Each measurement runs in a fresh subprocess: the extra peak memory is the growth of the
@@ -28,27 +30,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
 
 
-def gather_neighborhoods(x, kernel_size):
-    """(B, h, H, W, D) -> (B, h, H, W, k*k, D) by indexing (dilation 1, NATTEN borders)."""
-    from mmseg_segman.ops.neighborhood_attention import _window_start
-    B, h, H, W, D = x.shape
-    offsets = torch.arange(kernel_size)
-    rows = _window_start(H, kernel_size, x.device)[:, None] + offsets
-    cols = _window_start(W, kernel_size, x.device)[:, None] + offsets
-    x = x[:, :, rows][:, :, :, :, cols]  # B h H k W k D
-    return x.permute(0, 1, 2, 4, 3, 5, 6).reshape(B, h, H, W, kernel_size * kernel_size, D)
-
-
-def gather_qk(q, k, kernel_size, rpb):
-    from mmseg_segman.ops.neighborhood_attention import _bias_table
-    attn = torch.einsum('bhxyd,bhxynd->bhxyn', q, gather_neighborhoods(k, kernel_size))
-    return attn + _bias_table(rpb, q.shape[2], q.shape[3], kernel_size, 1)
-
-
-def gather_av(attn, v, kernel_size):
-    return torch.einsum('bhxyn,bhxynd->bhxyd', attn, gather_neighborhoods(v, kernel_size))
-
-
 def maxrss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
@@ -56,17 +37,18 @@ def maxrss_mb():
 def run_variant(variant, size, dim, kernel_size, repeats, tile, threads):
     """Body of one subprocess; prints a JSON line with the peak growth and the timings."""
     from mmseg_segman.ops import neighborhood_attention as na
+    from mmseg_segman.ops.neighborhood_attention import tiled
     if threads:
         torch.set_num_threads(threads)
     if tile:
-        na._TILE = tile
+        tiled._TILE = tile
     torch.manual_seed(0)
     q, k, v = (torch.randn(1, 1, size, size, dim, requires_grad=True) for _ in range(3))
     rpb = torch.randn(1, 2 * kernel_size - 1, 2 * kernel_size - 1, requires_grad=True)
     grad = torch.randn(1, 1, size, size, dim)
     if variant == 'gather':
-        qk, av = (lambda a, b: gather_qk(a, b, kernel_size, rpb)), (
-            lambda a, b: gather_av(a, b, kernel_size))
+        qk, av = (lambda a, b: na.na2d_qk_reference(a, b, kernel_size, rpb=rpb)), (
+            lambda a, b: na.na2d_av_reference(a, b, kernel_size))
     else:
         qk, av = (lambda a, b: na.na2d_qk(a, b, kernel_size, rpb=rpb)), (
             lambda a, b: na.na2d_av(a, b, kernel_size))

@@ -38,6 +38,8 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 from mmseg_segman.ops.selective_scan import selective_scan_chunked  # noqa: E402
 
+_LOG2E = 1.0 / math.log(2.0)
+
 
 def minor_faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -60,7 +62,8 @@ def interleaved_times(fns, repeats, limited=None):
         for name, fn in fns.items():
             if round_ >= limited.get(name, repeats):
                 continue
-            start, start_cpu, start_faults = time.perf_counter(), time.process_time(), minor_faults()
+            start, start_cpu = time.perf_counter(), time.process_time()
+            start_faults = minor_faults()
             fn()
             wall[name].append(time.perf_counter() - start)
             cpu[name].append(time.process_time() - start_cpu)
@@ -72,19 +75,29 @@ def eager_pass_costs(length, channels, repeats):
     """Median time of single ATen passes over one (channels, length) float32 tensor, into
     preallocated buffers: the building blocks any eager (one kernel per op) scan is made of.
     A forward needs at least exp2 twice (exp(s) inside softplus, and the decay), log1p once
-    (softplus), a prefix product and a prefix sum (chunk length SCAN_CHUNK)."""
+    (softplus), a prefix product and a prefix sum (chunk length SCAN_CHUNK). Also times the
+    alternatives the scan decided against: exp, longer chunks, F.softplus."""
     from mmseg_segman.ops.selective_scan import SCAN_CHUNK
     gen = torch.Generator().manual_seed(1)
     x = torch.rand(channels, length, generator=gen) * 0.5 + 0.5
     y = torch.rand(channels, length, generator=gen)
     out = torch.empty_like(x)
     chunks = (channels, length // SCAN_CHUNK, SCAN_CHUNK)
+    long_chunks = (channels, length // 64, 64)
     ops = {
         'exp2': lambda: torch.exp2(x, out=out),
+        'exp': lambda: torch.exp(x, out=out),
         'log1p': lambda: torch.log1p(x, out=out),
         'cumprod (chunks)': lambda: torch.cumprod(x.view(chunks), -1, out=out.view(chunks)),
+        'cumprod (64-step chunks)': lambda: torch.cumprod(x.view(long_chunks), -1,
+                                                          out=out.view(long_chunks)),
         'cumsum (chunks)': lambda: torch.cumsum(x.view(chunks), -1, out=out.view(chunks)),
+        'cumsum (64-step chunks)': lambda: torch.cumsum(x.view(long_chunks), -1,
+                                                        out=out.view(long_chunks)),
         'mul': lambda: torch.mul(x, y, out=out),
+        # the two forms of dt = softplus(delta + bias) (ops/selective_scan_common.py)
+        'F.softplus': lambda: torch._C._nn.softplus(x, out=out),
+        'softplus, exp2 form in place': lambda: out.copy_(x).mul_(_LOG2E).exp2_().log1p_(),
     }
     wall = interleaved_times(ops, repeats)[0]
     return {name: statistics.median(t) for name, t in wall.items()}
@@ -141,6 +154,8 @@ def main():
     parser.add_argument('--ref-repeats', type=int, default=3)
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--skip-ref', action='store_true', help='skip mamba-ssm selective_scan_ref')
+    parser.add_argument('--passes-only', action='store_true',
+                        help='only time the single eager passes (exp2, cumprod, softplus, ...)')
     parser.add_argument('--decay-scale', type=float, default=1.0,
                         help='multiply A by this (e.g. 1000: most chunks leave the float range '
                         'and take the step-by-step path)')
@@ -148,6 +163,9 @@ def main():
     torch.set_num_threads(args.threads)
 
     groups, per_group = 4, 32
+    if args.passes_only:
+        print_passes(eager_pass_costs(args.length, args.batch * groups * per_group, args.repeats))
+        return
     inputs = segman_inputs(args.batch, groups, per_group, args.length)
     inputs[2] = inputs[2] * args.decay_scale
     u, delta, A, B, C, D, z, delta_bias = inputs
@@ -205,8 +223,7 @@ def main():
           ', '.join(f'{name} {statistics.median(f):.0f}' for name, f in faults.items()))
     if 'mamba selective_scan_ref fwd' in wall:
         passes = eager_pass_costs(args.length, u.numel() // args.length, args.repeats)
-        print('--- single eager passes over one (b*d, l) float32 tensor (wall medians) ---')
-        print(', '.join(f'{name} {sec * 1e3:.2f} ms' for name, sec in passes.items()))
+        print_passes(passes)
         floor = (2 * passes['exp2'] + passes['log1p'] + passes['cumprod (chunks)'] +
                  passes['cumsum (chunks)'])
         budget = statistics.median(wall['mamba selective_scan_ref fwd']) / 50
@@ -217,6 +234,12 @@ def main():
     errors = float32_errors(inputs, dout)
     print('float32 vs float64 (max |error| / max |value|): ' +
           ', '.join(f'{name} {err:.1e}' for name, err in errors.items()))
+
+
+def print_passes(passes):
+    print(f'--- single eager passes over one (b*d, l) float32 tensor (wall medians), '
+          f'threads {torch.get_num_threads()} ---')
+    print(', '.join(f'{name} {sec * 1e3:.2f} ms' for name, sec in passes.items()))
 
 
 def float32_errors(inputs, dout):
