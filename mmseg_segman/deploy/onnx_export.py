@@ -53,9 +53,9 @@ def build_segmentor(config, checkpoint=None, cfg_options=None):
 
     Args:
         config (str): Config file path.
-        checkpoint (str, optional): Checkpoint (an MMEngine ``.pth`` with ``state_dict`` or a
-            bare state dict). Every parameter and buffer of the model must be in it; extra
-            entries are ignored with a warning.
+        checkpoint (str, optional): Checkpoint path or URL (an MMEngine ``.pth`` with
+            ``state_dict`` or a bare state dict), read weights-only. Its keys and shapes must
+            match the model exactly, unless the config sets ``strict_load=False``.
         cfg_options (dict, optional): Overrides merged into the config (``--cfg-options``).
 
     Returns:
@@ -69,7 +69,7 @@ def build_segmentor(config, checkpoint=None, cfg_options=None):
     import mmseg_segman  # noqa: F401  (compat shims and registration before mmseg builds)
 
     _check_file(config, 'config')
-    if checkpoint is not None:
+    if checkpoint is not None and '://' not in checkpoint:
         _check_file(checkpoint, 'checkpoint')
     cfg = Config.fromfile(config)
     if cfg_options:
@@ -79,14 +79,26 @@ def build_segmentor(config, checkpoint=None, cfg_options=None):
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     model = revert_sync_batchnorm(MODELS.build(cfg.model))
     if checkpoint is not None:
-        _load_weights(model, checkpoint)
+        _load_weights(model, checkpoint, strict=bool(cfg.get('strict_load', True)))
     return model.cpu().eval(), cfg
 
 
-def _load_weights(model, checkpoint):
+def _load_weights(model, checkpoint, strict=True):
+    """Load ``checkpoint`` into ``model``; with ``strict``, every key and shape must match.
+
+    The file is read weights-only (:mod:`mmseg_segman.compat`); a refused, unreadable or
+    mismatched file raises a :class:`~mmseg_segman.compat.PluginError` (a ValueError)
+    whose message names the file and the keys.
+    """
     import warnings
 
     from mmengine.runner.checkpoint import _load_checkpoint
+
+    from mmseg_segman.engine.strict_load import (
+        STRICT_LOAD_KEY,
+        check_state_dict_matches,
+        state_dict_mismatch,
+    )
 
     ckpt = _load_checkpoint(checkpoint, map_location='cpu')
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
@@ -94,17 +106,21 @@ def _load_weights(model, checkpoint):
         raise ValueError(f'checkpoint {checkpoint} holds no state dict '
                          f'(got {type(ckpt).__name__})')
     state = {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in state.items()}
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys:
-        shown = ', '.join(result.missing_keys[:5])
-        more = len(result.missing_keys) - 5
-        raise KeyError(f'checkpoint {checkpoint} lacks {len(result.missing_keys)} weights of '
-                       f'the model built from the config ({shown}' +
-                       (f', and {more} more)' if more > 0 else ')') +
-                       '; is it a checkpoint of this config?')
-    if result.unexpected_keys:
-        warnings.warn(f'checkpoint {checkpoint}: {len(result.unexpected_keys)} entries not used '
-                      f'by the model, e.g. {result.unexpected_keys[0]}')
+    if strict:
+        check_state_dict_matches(
+            model, state, checkpoint,
+            f'To export anyway with only the matching weights (the rest random), pass '
+            f'--cfg-options {STRICT_LOAD_KEY}=False.')
+    else:
+        mismatch = state_dict_mismatch(model, state)
+        if mismatch:
+            warnings.warn(f'checkpoint {checkpoint} ({STRICT_LOAD_KEY}=False): '
+                          f'{len(mismatch.missing)} weights of the model missing, '
+                          f'{len(mismatch.unexpected)} unused, {len(mismatch.shapes)} of '
+                          f'another shape (skipped); those weights stay random')
+        for key, _, _ in mismatch.shapes:
+            del state[key]
+    model.load_state_dict(state, strict=False)
 
 
 class SegmentorLogits(nn.Module):
