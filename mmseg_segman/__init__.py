@@ -4,6 +4,7 @@ Importing this package applies the dependency shims of :mod:`mmseg_segman.compat
 full install) and registers every module into MMSegmentation's registries.
 """
 from . import compat  # noqa: F401  (must run before anything imports mmseg)
+from . import datasets  # noqa: F401  (data checks: LoadCheckedAnnotations, dataset wrappers)
 from . import engine  # noqa: F401  (registers the training hooks)
 from . import models  # noqa: F401
 from .version import __version__

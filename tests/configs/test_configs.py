@@ -203,14 +203,14 @@ def test_dataset_bases_follow_the_papers(name, classes, crop, scale):
     dataset_cls = R.DATASETS.get(cfg.train_dataloader.dataset.type)
     assert len(dataset_cls.METAINFO['classes']) == classes
     steps = {t['type']: t for t in cfg.train_pipeline}
-    assert list(steps) == ['LoadImageFromFile', 'LoadAnnotations', 'RandomResize',
+    assert list(steps) == ['LoadImageFromFile', 'LoadCheckedAnnotations', 'RandomResize',
                            'RandomCrop', 'RandomFlip', 'PhotoMetricDistortion',
                            'PackSegInputs']
     assert steps['RandomResize']['scale'] == scale
     assert steps['RandomResize']['ratio_range'] == (0.5, 2.0)
     assert steps['RandomCrop']['crop_size'] == crop
     assert steps['RandomCrop']['cat_max_ratio'] == 0.75
-    assert steps['LoadAnnotations'].get('reduce_zero_label', False) == (name == 'ade20k')
+    assert steps['LoadCheckedAnnotations'].get('reduce_zero_label', False) == (name == 'ade20k')
     test_steps = {t['type']: t for t in cfg.test_pipeline}
     assert test_steps['Resize'] == dict(type='Resize', scale=scale, keep_ratio=True)
     # ADE20K/COCO-Stuff test at whole images resized to multiples of 32 (all three official

@@ -13,7 +13,7 @@ data_root = 'data/ade/ADEChallengeData2016'
 crop_size = (512, 512)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='LoadCheckedAnnotations', reduce_zero_label=True),
     dict(
         type='RandomResize',
         scale=(2048, 512),
@@ -31,7 +31,7 @@ test_pipeline = [
     # SegNeXt's ResizeToMultiple: all three official test pipelines do this).
     dict(type='ResizeToMultiple', size_divisor=32),
     # Annotations are loaded after Resize: metrics are computed at the original resolution.
-    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='LoadCheckedAnnotations', reduce_zero_label=True),
     dict(type='PackSegInputs')
 ]
 img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
@@ -48,7 +48,7 @@ tta_pipeline = [
                 dict(type='RandomFlip', prob=0., direction='horizontal'),
                 dict(type='RandomFlip', prob=1., direction='horizontal')
             ],
-            [dict(type='LoadAnnotations', reduce_zero_label=True)],
+            [dict(type='LoadCheckedAnnotations', reduce_zero_label=True)],
             [dict(type='PackSegInputs')],
         ])
 ]

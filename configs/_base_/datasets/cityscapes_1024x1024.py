@@ -14,7 +14,7 @@ data_root = 'data/cityscapes/'
 crop_size = (1024, 1024)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
+    dict(type='LoadCheckedAnnotations'),
     dict(
         type='RandomResize',
         scale=(2048, 1024),
@@ -29,7 +29,7 @@ test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(2048, 1024), keep_ratio=True),
     # Annotations are loaded after Resize: metrics are computed at the original resolution.
-    dict(type='LoadAnnotations'),
+    dict(type='LoadCheckedAnnotations'),
     dict(type='PackSegInputs')
 ]
 img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
@@ -46,7 +46,7 @@ tta_pipeline = [
                 dict(type='RandomFlip', prob=0., direction='horizontal'),
                 dict(type='RandomFlip', prob=1., direction='horizontal')
             ],
-            [dict(type='LoadAnnotations')],
+            [dict(type='LoadCheckedAnnotations')],
             [dict(type='PackSegInputs')],
         ])
 ]

@@ -12,7 +12,7 @@ data_root = 'data/coco_stuff164k'
 crop_size = (512, 512)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
+    dict(type='LoadCheckedAnnotations'),
     dict(
         type='RandomResize',
         scale=(2048, 512),
@@ -30,7 +30,7 @@ test_pipeline = [
     # SegNeXt's ResizeToMultiple: all three official test pipelines do this).
     dict(type='ResizeToMultiple', size_divisor=32),
     # Annotations are loaded after Resize: metrics are computed at the original resolution.
-    dict(type='LoadAnnotations'),
+    dict(type='LoadCheckedAnnotations'),
     dict(type='PackSegInputs')
 ]
 img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
@@ -47,7 +47,7 @@ tta_pipeline = [
                 dict(type='RandomFlip', prob=0., direction='horizontal'),
                 dict(type='RandomFlip', prob=1., direction='horizontal')
             ],
-            [dict(type='LoadAnnotations')],
+            [dict(type='LoadCheckedAnnotations')],
             [dict(type='PackSegInputs')],
         ])
 ]

@@ -12,7 +12,7 @@ metainfo = dict(
 crop_size = (64, 64)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
+    dict(type='LoadCheckedAnnotations'),
     dict(
         type='RandomResize',
         scale=(128, 128),
@@ -26,7 +26,7 @@ train_pipeline = [
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(128, 128), keep_ratio=True),
-    dict(type='LoadAnnotations'),
+    dict(type='LoadCheckedAnnotations'),
     dict(type='PackSegInputs')
 ]
 train_dataloader = dict(
