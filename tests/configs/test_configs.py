@@ -19,7 +19,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / 'configs'
 ALL_CONFIGS = sorted(CONFIG_DIR.rglob('*.py'))
 RUNNABLE = [p for p in ALL_CONFIGS if '_base_' not in p.parts]
-NUM_CLASSES = {'ade20k': 150, 'cityscapes': 19, 'coco-stuff164k': 171, 'toy': 4}
+NUM_CLASSES = {'ade20k': 150, 'cityscapes': 19, 'coco-stuff164k': 171, 'toy': 4,
+               'custom': 2}  # custom: the template's two classes (configs/custom)
 
 # The registry a `type` under each top-level key belongs to.
 TOP_LEVEL = {
