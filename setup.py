@@ -1,6 +1,7 @@
 import os
 
 from setuptools import Command, find_packages, setup
+from setuptools.command.build_py import build_py
 
 try:
     from setuptools.command.build import build
@@ -63,6 +64,36 @@ class build_with_autoload(build):
     sub_commands = build.sub_commands + [('build_autoload_pth', None)]
 
 
+# Files shipped in the package under mmseg_segman/.mim, MMSeg's layout: MMEngine resolves
+# `mmseg_segman::<family>/<config>.py` bases and model names there, and openmim reads the
+# model index there. A checkout has symlinks at that place (into configs/ and the root
+# model-index.yml); a wheel gets copies.
+MIM_FILES = ['configs', 'model-index.yml']
+
+
+class build_py_with_mim(build_py):
+    """build_py that also copies the configs and the model index into mmseg_segman/.mim."""
+
+    def run(self):
+        super().run()
+        if getattr(self, 'editable_mode', False):  # the source tree (and its links) is used
+            return
+        import shutil
+
+        target = os.path.join(self.build_lib, 'mmseg_segman', '.mim')
+        for name in MIM_FILES:
+            dest = os.path.join(target, name)
+            if os.path.islink(dest) or os.path.isfile(dest):
+                os.remove(dest)
+            elif os.path.isdir(dest):
+                shutil.rmtree(dest)
+            os.makedirs(target, exist_ok=True)
+            if os.path.isdir(name):
+                shutil.copytree(name, dest, ignore=shutil.ignore_patterns('__pycache__'))
+            else:
+                shutil.copyfile(name, dest)
+
+
 setup(
     name='mmseg-segman',
     version=read_version(),
@@ -80,5 +111,6 @@ setup(
         'tests': read_requirements('requirements/tests.txt'),
     },
     license='Apache-2.0',
-    cmdclass={'build': build_with_autoload, 'build_autoload_pth': build_autoload_pth},
+    cmdclass={'build': build_with_autoload, 'build_autoload_pth': build_autoload_pth,
+              'build_py': build_py_with_mim},
 )
