@@ -105,19 +105,23 @@ def main():
     for fn in fns.values():
         fn()
     wall = {k: [] for k in fns}
+    cpu = {k: [] for k in fns}
     faults = {k: [] for k in fns}
     for _ in range(args.repeats):
         for name, fn in fns.items():
-            start, start_faults = time.perf_counter(), minor_faults()
+            start, start_cpu = time.perf_counter(), time.process_time()
+            start_faults = minor_faults()
             fn()
             wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
             faults[name].append(minor_faults() - start_faults)
     print(f'threads {args.threads}, length {args.length}, A scaled by {args.decay_scale:g}, '
-          f'{args.repeats} interleaved rounds (wall medians)')
+          f'{args.repeats} interleaved rounds (medians; process CPU time is the steadier clock '
+          f'on a busy machine)')
     for name in fns:
-        print(f'{name:18s} {statistics.median(wall[name]) * 1e3:8.2f} ms  '
-              f'(min {min(wall[name]) * 1e3:.2f})  '
-              f'page faults {statistics.median(faults[name]):.0f}')
+        print(f'{name:18s} wall {statistics.median(wall[name]) * 1e3:8.2f} ms  '
+              f'(min {min(wall[name]) * 1e3:.2f})  CPU {statistics.median(cpu[name]) * 1e3:8.2f} ms'
+              f'  page faults {statistics.median(faults[name]):.0f}')
 
 
 if __name__ == '__main__':
