@@ -2,6 +2,7 @@
 import importlib.util
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import types
@@ -363,3 +364,143 @@ def test_unreadable_checkpoints_are_named(tmp_path):
         with pytest.raises(compat.CheckpointReadError) as info:
             _load_checkpoint(str(tmp_path / name), map_location='cpu')
         assert str(tmp_path / name) in str(info.value) and reason in str(info.value)
+
+
+# --------------------------------------------------------------------------------------
+# distributed faults: collective timeout, workers that follow their launcher
+# --------------------------------------------------------------------------------------
+def test_cpu_dist_timeout_default_and_configured(monkeypatch):
+    import datetime
+
+    seen = {}
+    monkeypatch.setattr(dist, 'init_process_group', lambda **kw: seen.update(kw))
+    compat._init_dist_pytorch_cpu('gloo')
+    assert seen['timeout'] == datetime.timedelta(seconds=compat.CPU_DIST_TIMEOUT_S)
+    assert compat.CPU_DIST_TIMEOUT_S <= 600  # far below torch's 30 minutes
+    # mmengine's init_dist converts env_cfg.dist_cfg.timeout (seconds) first.
+    compat._init_dist_pytorch_cpu('gloo', timeout=datetime.timedelta(seconds=7))
+    assert seen['timeout'] == datetime.timedelta(seconds=7)
+
+
+def test_exit_with_launcher_is_inert_outside_torchrun(monkeypatch):
+    monkeypatch.delenv('TORCHELASTIC_RUN_ID', raising=False)
+    assert compat.exit_with_launcher() is False
+
+
+def _tagged_processes(tag):
+    """Live (non-zombie) pids whose environment holds ``MMSEG_TEST_TAG=tag``."""
+    found = {}
+    for entry in Path('/proc').iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / 'environ').read_bytes().split(b'\0')
+            state = (entry / 'stat').read_text().rsplit(')', 1)[1].split()[0]
+        except OSError:
+            continue
+        if f'MMSEG_TEST_TAG={tag}'.encode() in environ and state != 'Z':
+            env = dict(e.decode(errors='replace').split('=', 1) for e in environ if b'=' in e)
+            found[int(entry.name)] = env
+    return found
+
+
+class _DistRun:
+    """bash tools/dist_train.sh on the toy data for a long schedule, in 2 CPU processes."""
+
+    def __init__(self, tmp_path, *options):
+        sys.path.insert(0, str(REPO_ROOT / 'tools'))
+        from make_toy_dataset import make_toy_dataset
+
+        data = tmp_path / 'toy'
+        make_toy_dataset(str(data), num_train=4, num_val=1, size=32)
+        opts = ['train_cfg.max_iters=100000', 'train_cfg.val_interval=100000',
+                'default_hooks.checkpoint.interval=100000', 'default_hooks.logger.interval=1',
+                'train_dataloader.batch_size=2', *options]
+        for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+            opts += [f'{loader}.dataset.data_root={data}', f'{loader}.num_workers=0',
+                     f'{loader}.persistent_workers=False']
+        self.tag = f'{os.getpid()}-{tmp_path.name}'
+        self.log = tmp_path / 'log.txt'
+        env = {**os.environ, 'PYTHONPATH': str(REPO_ROOT), 'OMP_NUM_THREADS': '1',
+               'PORT': str(29900 + os.getpid() % 90), 'MMSEG_TEST_TAG': self.tag}
+        with open(self.log, 'w') as log:
+            self.proc = subprocess.Popen(
+                ['bash', str(REPO_ROOT / 'tools' / 'dist_train.sh'),
+                 str(REPO_ROOT / 'configs' / 'toy' / 'fcn-r18-narrow_toy.py'), '2',
+                 '--work-dir', str(tmp_path / 'work'), '--cfg-options', *opts],
+                cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def wait_training(self, timeout=240):
+        import time
+
+        deadline = time.time() + timeout
+        while time.time() < deadline and self.proc.poll() is None:
+            if self.log.read_text(errors='replace').count('Iter(train) [') >= 3:
+                return
+            time.sleep(0.5)
+        raise AssertionError('training did not start:\n' + self.log.read_text()[-3000:])
+
+    def workers(self):
+        return {pid: env for pid, env in _tagged_processes(self.tag).items()
+                if 'LOCAL_RANK' in env and pid != self.proc.pid}
+
+    def close(self):
+        # Only the processes this test started (tagged), by pid.
+        alive = [self.proc.pid] if self.proc.poll() is None else []
+        for pid in dict.fromkeys(alive + list(_tagged_processes(self.tag))):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait(timeout=30)
+
+
+def _wait_until(condition, timeout):
+    import time
+
+    start = time.time()
+    while time.time() - start < timeout:
+        if condition():
+            return time.time() - start
+        time.sleep(0.25)
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='PR_SET_PDEATHSIG')
+def test_workers_exit_when_the_launcher_is_killed(tmp_path):
+    run = _DistRun(tmp_path)
+    try:
+        run.wait_training()
+        workers = run.workers()
+        assert sorted(env['RANK'] for env in workers.values()) == ['0', '1']
+        os.kill(run.proc.pid, signal.SIGKILL)  # the script exec'd torchrun: same pid
+        run.proc.wait(timeout=30)
+        gone = _wait_until(lambda: not (set(workers) & set(run.workers())), timeout=30)
+        assert gone is not None, f'orphaned workers still running: {run.workers()}'
+    finally:
+        run.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+@pytest.mark.skipif(torch.cuda.is_available(), reason='the CPU (gloo) timeout')
+def test_stopped_worker_fails_the_run_within_the_timeout(tmp_path):
+    timeout_s = 15
+    run = _DistRun(tmp_path, f'env_cfg.dist_cfg.timeout={timeout_s}')
+    try:
+        run.wait_training()
+        rank1 = [pid for pid, env in run.workers().items() if env['RANK'] == '1']
+        assert len(rank1) == 1
+        os.kill(rank1[0], signal.SIGSTOP)
+        # Rank 0 times out after timeout_s; torchrun then stops the group (it waits up to
+        # 30 s for the stopped process before SIGKILL). Without the timeout: 30 minutes.
+        ended = _wait_until(lambda: run.proc.poll() is not None, timeout=timeout_s + 90)
+        assert ended is not None, 'the run did not end'
+        assert run.proc.returncode != 0
+        log = run.log.read_text(errors='replace')
+        assert f'Timed out waiting {timeout_s * 1000}ms' in log
+        assert _wait_until(lambda: not run.workers(), timeout=30) is not None
+    finally:
+        run.close()
