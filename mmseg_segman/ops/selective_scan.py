@@ -124,8 +124,8 @@ def _forward_no_grad(ops, delta, delta_bias, delta_softplus, decaying):
     products of the decays. If moreover no chunk can decay below the closed form's range (the
     sum of dt * |A| over a chunk is at most SCAN_CHUNK * max(dt) * max|A|), no chunk is solved
     step by step, which would need the decays themselves: then the decays go over dt's buffer
-    too, one buffer fewer to fault in and to pull through the caches. The output goes over
-    the decays' buffer.
+    too, one buffer fewer to fault in and to pull through the caches. With d_state 1 the
+    output goes over the decays' buffer.
 
     Raises:
         ScanOverflow: the in-place scan overflowed; its buffers are spoiled.
