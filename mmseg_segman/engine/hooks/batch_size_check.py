@@ -35,8 +35,8 @@ def batch_size_mismatch(total_batch_size: int, world_size: int, batch_size: int,
     accum = f' x {accumulative_counts} accumulation steps' if accumulative_counts != 1 else ''
     msg = (f'This run trains with a total batch of {actual} ({world_size} process(es) x '
            f'train_dataloader.batch_size={batch_size}{accum}), but the recipe of this config '
-           f'was trained with a total batch of {total_batch_size}; results are not '
-           f'comparable with the published ones.')
+           f'uses a total batch of {total_batch_size}: the optimisation then differs from the '
+           f"recipe's and so may the results.")
     hints = []
     per_process, rest = divmod(total_batch_size, world_size * accumulative_counts)
     if per_process and not rest:
