@@ -504,3 +504,21 @@ def test_stopped_worker_fails_the_run_within_the_timeout(tmp_path):
         assert _wait_until(lambda: not run.workers(), timeout=30) is not None
     finally:
         run.close()
+
+
+def test_onnx_exporter_reports_a_refused_checkpoint_in_one_line(tmp_path, capsys):
+    import importlib.util
+
+    tool_path = REPO_ROOT / 'tools' / 'deployment' / 'pytorch2onnx.py'
+    spec = importlib.util.spec_from_file_location('pytorch2onnx_tool', tool_path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    marker = tmp_path / 'pwned'
+    _evil_checkpoint(tmp_path / 'evil.pth', marker)
+    status = tool.main([str(REPO_ROOT / 'configs' / 'toy' / 'fcn-r18-narrow_toy.py'),
+                        str(tmp_path / 'evil.pth'), '--shape', '32', '32', '--output',
+                        str(tmp_path / 'x.onnx')])
+    err = capsys.readouterr().err
+    assert status == 2 and not marker.exists() and not (tmp_path / 'x.onnx').exists()
+    assert err.startswith(f'error: checkpoint {tmp_path / "evil.pth"} was refused')
+    assert 'Traceback' not in err
