@@ -6,6 +6,7 @@ has its dicts tagged with ``_scope_='mmseg_segman'`` by MMEngine, which then imp
 register nothing themselves: a lookup falls through to MMSeg's registry (where this plugin
 registers its models) and on to MMEngine's, so everything MMSeg builds builds here too.
 """
+from mmengine.registry import FUNCTIONS as _MMENGINE_FUNCTIONS
 from mmengine.registry import Registry
 from mmseg import registry as _mmseg
 
@@ -20,6 +21,7 @@ def _child(parent: Registry) -> Registry:
 DATASETS = _child(_mmseg.DATASETS)
 DATA_SAMPLERS = _child(_mmseg.DATA_SAMPLERS)
 EVALUATOR = _child(_mmseg.EVALUATOR)
+FUNCTIONS = _child(_MMENGINE_FUNCTIONS)  # MMSeg has none; collate functions live here
 HOOKS = _child(_mmseg.HOOKS)
 INFERENCERS = _child(_mmseg.INFERENCERS)
 LOG_PROCESSORS = _child(_mmseg.LOG_PROCESSORS)

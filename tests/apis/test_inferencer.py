@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import torch
+from mmseg.apis import MMSegInferencer as MMSegOwnInferencer
 from mmseg.apis import inference_model, init_model
 from mmseg.datasets import ADE20KDataset
 
@@ -57,3 +58,22 @@ def test_mmseg_names_still_resolve_to_mmseg_configs():
     cfg, weights = inferencer._load_model_from_metafile(name)
     assert cfg.model.backbone.type == 'MSCAN'
     assert weights.startswith('https://download.openmmlab.com/')
+
+
+def test_mmseg_own_inferencer_finds_the_names_in_the_plugin_scope(tmp_path):
+    """MMSeg's class with scope='mmseg_segman' reads this plugin's index (weights given)."""
+    config = 'configs/segnext/segnext-t_ade20k.py'
+    torch.manual_seed(0)
+    reference = init_model(config, None, device='cpu')
+    for p in reference.parameters():
+        p.data.normal_(0, 0.2)
+    checkpoint = tmp_path / 'segnext_t.pth'
+    torch.save({'state_dict': reference.state_dict(), 'meta': {}}, checkpoint)
+    img = image(40, 56, seed=2)
+    inferencer = MMSegOwnInferencer(model='segnext-t_ade20k', weights=str(checkpoint),
+                                    device='cpu', scope='mmseg_segman')
+    prediction = inferencer(img)['predictions']
+    expected = inference_model(init_model(config, str(checkpoint), device='cpu'),
+                               img).pred_sem_seg.data[0].numpy()
+    assert len(np.unique(prediction)) > 1
+    np.testing.assert_array_equal(prediction, expected)
