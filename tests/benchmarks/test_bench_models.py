@@ -1,0 +1,46 @@
+"""benchmarks/bench_models.py: a tiny run prints finite ratios to MMSeg's SegNeXt-T."""
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = REPO_ROOT / 'benchmarks' / 'bench_models.py'
+
+
+def _run(*args):
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True,
+                          text=True, env=env, cwd=REPO_ROOT, timeout=600)
+
+
+def test_tiny_run_prints_finite_ratios(tmp_path):
+    out_json = tmp_path / 'bench.json'
+    # SegMAN-T only: the script adds the baseline by itself.
+    proc = _run('--models', 'segman-t', '--sizes', '64', '--tasks', 'eval', '--threads', '1',
+                '--rounds', '2', '--json', str(out_json))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r['model']: r for r in json.loads(out_json.read_text())['timing']}
+    assert set(rows) == {'segman-t', 'mmseg-segnext-t'}
+    seg, base = rows['segman-t'], rows['mmseg-segnext-t']
+    for row in (seg, base):
+        assert row['size'] == [64, 64] and row['threads'] == 1 and row['task'] == 'eval'
+        assert 0 < row['min_ms'] <= row['median_ms'] <= row['max_ms'] < 60_000
+        assert math.isfinite(row['ratio']) and row['ratio'] > 0
+    assert base['ratio'] == 1.0
+    assert seg['ratio'] == pytest.approx(seg['median_ms'] / base['median_ms'], rel=1e-12)
+    # The printed table carries the same ratio.
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith('| segman-t |'))
+    printed = float(re.search(r'\| ([0-9.]+)× \|', line).group(1))
+    assert printed == pytest.approx(seg['ratio'], abs=0.006)
+
+
+def test_bad_size_names_the_argument():
+    proc = _run('--sizes', '512x', '--rounds', '1')
+    assert proc.returncode == 2
+    assert "--sizes" in proc.stderr and "'512x'" in proc.stderr and 'HxW' in proc.stderr
