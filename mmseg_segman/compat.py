@@ -578,9 +578,19 @@ def exit_with_launcher(sig=None):
             return False
     except (OSError, AttributeError):
         return False
-    if os.getppid() == 1:  # the launcher died before the signal was armed
-        os.kill(os.getpid(), sig)
+    if os.getppid() == 1 and not _pid1_is_launcher():
+        os.kill(os.getpid(), sig)  # the launcher died before the signal was armed
     return True
+
+
+def _pid1_is_launcher():
+    """True if PID 1 is torchrun itself (a container started with it as entry point)."""
+    try:
+        with open('/proc/1/cmdline', 'rb') as f:
+            cmdline = f.read()
+    except OSError:
+        return True  # cannot tell: never kill on a guess
+    return b'torchrun' in cmdline or b'torch.distributed.run' in cmdline
 
 
 def _module_on_cpu(module):
