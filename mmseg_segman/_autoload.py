@@ -13,10 +13,11 @@ imports:
   allow-list and the other shims are in place before ``mmcv.ops`` or mmseg is imported.
   compat is loaded from its file, without the package ``__init__``, because the
   package's models import mmseg, which is itself in the middle of being imported.
-* ``mmseg.models`` (imported by ``mmseg.apis``, by ``register_all_modules`` and by
-  MMSeg's ``MODELS`` registry before it builds anything): right after it, the whole
-  package is imported, which registers its models; so a config without
-  ``custom_imports`` still builds.
+* ``mmseg.models``, ``mmseg.datasets`` or ``mmseg.engine`` (where MMSeg's registries
+  import their modules from before they build anything; also ``mmseg.apis`` and
+  ``register_all_modules`` import them): once the outermost mmseg import under way has
+  finished, the whole package is imported, which registers its models, transforms and
+  hooks; so a config without ``custom_imports`` still builds.
 * ``torch``: ``torch.load`` is wrapped until its first call, which loads compat (for the
   checkpoint allow-list) and then restores the original function. Scripts that use only
   torch, such as MMSeg's ``misc/publish_model.py``, can then read mmengine checkpoints.
@@ -31,6 +32,10 @@ import sys
 ENV_DISABLE = 'MMSEG_SEGMAN_NO_AUTOLOAD'
 PACKAGE = 'mmseg_segman'
 PTH_NAME = 'mmseg_segman_autoload.pth'
+# Where MMSeg's registries import their modules from (mmseg/registry/registry.py): the
+# plugin registers models, transforms, dataset wrappers and hooks, so it is imported after
+# the first of these, before anything is built from them.
+REGISTRY_LOCATIONS = ('mmseg.models', 'mmseg.datasets', 'mmseg.engine')
 # The installed .pth file (setup.py writes it). Its code finds this file through the
 # meta-path finders, so it serves a normal install and an editable one (whose finder is
 # put in place by ``__editable__.mmseg_segman-*.pth``, which sorts, and so runs, before
@@ -115,13 +120,13 @@ def _after_mmcv():
         _warn('loading mmseg_segman.compat', exc)
 
 
-def _after_mmseg_models():
-    if PACKAGE in sys.modules:  # being imported already (its models import mmseg.models)
+def _register_plugin():
+    if PACKAGE in sys.modules:  # imported already, or being imported (it imports mmseg)
         return
     try:
         __import__(PACKAGE)
     except Exception as exc:  # noqa: BLE001
-        _warn(f'importing {PACKAGE} (model registration)', exc)
+        _warn(f'importing {PACKAGE} (registration of its modules)', exc)
 
 
 def _after_package():
@@ -166,21 +171,34 @@ def find_spec_after(fullname, path=None, target=None):
     return None
 
 
-class AutoloadFinder:
-    """A meta-path finder that runs a hook right after certain modules first execute.
+def _is_mmseg(name):
+    return name == 'mmseg' or name.startswith('mmseg.')
 
-    It never loads anything itself: it asks the finders after it for the module's spec
-    and wraps that spec's loader's ``exec_module`` once. It removes itself from
-    :data:`sys.meta_path` when every hook has run.
+
+class AutoloadFinder:
+    """A meta-path finder that runs hooks right after certain modules first execute.
+
+    It never loads anything itself: it asks the finders after it for a module's spec and
+    wraps that spec's loader's ``exec_module`` once. ``hooks`` run right after the module
+    of that name. The plugin's registration is due once one of :data:`REGISTRY_LOCATIONS`
+    has run, and runs when no mmseg module is still being imported (in this thread): the
+    plugin imports ``mmseg.apis`` and the rest, which may be the very modules whose import
+    is under way (``from mmseg.apis import ...`` imports ``mmseg.models`` on its way). So
+    while the registration is pending every mmseg module is wrapped, to count the depth.
+    The finder removes itself from :data:`sys.meta_path` when nothing is left to do.
     """
 
     mmseg_segman_autoload = True
 
-    def __init__(self, hooks):
+    def __init__(self, hooks, register=True):
         self.hooks = dict(hooks)
+        self.register_pending = register  # the plugin still has to be registered
+        self.register_due = False  # a registry location has been imported
+        self.depth = {}  # thread id -> mmseg modules being executed
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname not in self.hooks or fullname in sys.modules:
+        watched = fullname in self.hooks or (self.register_pending and _is_mmseg(fullname))
+        if not watched or fullname in sys.modules:
             return None
         spec = find_spec_after(fullname, path, target)
         loader = getattr(spec, 'loader', None)
@@ -190,20 +208,38 @@ class AutoloadFinder:
 
         def exec_module(module):
             vars(loader).pop('exec_module', None)  # one shot: the loader is as before
-            original(module)
-            # Popped only now: a spec found by a mere probe (importlib.util.find_spec)
-            # and never executed must not use up the hook.
-            hook = self.hooks.pop(fullname, None)
-            if not self.hooks:
-                self.uninstall()
-            if hook is not None:
-                hook()
+            self._exec(fullname, original, module)
 
         try:
             loader.exec_module = exec_module
         except AttributeError:  # a loader without instance attributes
             return None
         return spec
+
+    def _exec(self, fullname, original, module):
+        from _thread import get_ident
+
+        counted = _is_mmseg(fullname)
+        thread = get_ident()
+        if counted:
+            self.depth[thread] = self.depth.get(thread, 0) + 1
+        try:
+            original(module)
+        finally:
+            if counted:
+                self.depth[thread] -= 1
+        # Popped only now: a spec found by a mere probe (importlib.util.find_spec) and
+        # never executed must not use up the hook.
+        hook = self.hooks.pop(fullname, None)
+        if hook is not None:
+            hook()
+        if fullname in REGISTRY_LOCATIONS:
+            self.register_due = True
+        if self.register_pending and self.register_due and not self.depth.get(thread):
+            self.register_pending = False
+            _register_plugin()
+        if not self.hooks and not self.register_pending:
+            self.uninstall()
 
     def uninstall(self):
         while self in sys.meta_path:
@@ -218,10 +254,10 @@ def install():
     """
     if disabled() or any(_is_autoload_finder(f) for f in sys.meta_path):
         return None
-    hooks = {'mmcv': _after_mmcv, 'mmseg.models': _after_mmseg_models,
-             'torch': _after_torch, PACKAGE: _after_package}
-    finder = AutoloadFinder({k: v for k, v in hooks.items() if k not in sys.modules})
-    if finder.hooks:
+    hooks = {'mmcv': _after_mmcv, 'torch': _after_torch, PACKAGE: _after_package}
+    finder = AutoloadFinder({k: v for k, v in hooks.items() if k not in sys.modules},
+                            register=PACKAGE not in sys.modules)
+    if finder.hooks or finder.register_pending:
         sys.meta_path.insert(0, finder)
         return finder
     return None

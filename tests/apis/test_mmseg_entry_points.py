@@ -51,6 +51,8 @@ def python(args, cwd, timeout=300, autoload=True):
 
 def ok(result):
     assert result.returncode == 0, f'{result.stdout[-2000:]}\n{result.stderr[-4000:]}'
+    # The hook reports its own failures as warnings instead of failing the import.
+    assert 'mmseg_segman autoload' not in result.stderr, result.stderr[-4000:]
     return result.stdout
 
 
@@ -62,6 +64,41 @@ def test_autoload_pth_is_installed_and_current():
                    f'package (pip install -e . or bash tools/install.sh)')
     assert found[0].read_text() == _autoload.PTH_CONTENT, (
         f'{found[0]} is stale: reinstall the package (pip install -e .)')
+
+
+def test_wheel_and_editable_wheel_carry_the_pth(tmp_path):
+    """setup.py puts the .pth at the root of a wheel and of a PEP 660 editable wheel (whose
+    build ignores build_lib); a site directory holding the wheel's files runs it."""
+    import shutil
+    import zipfile
+
+    src = tmp_path / 'src'
+    src.mkdir()
+    for name in ('mmseg_segman', 'configs', 'requirements', 'setup.py', 'README.md',
+                 'MANIFEST.in', 'model-index.yml', 'pyproject.toml'):
+        if (REPO_ROOT / name).is_dir():
+            shutil.copytree(REPO_ROOT / name, src / name, symlinks=True,
+                            ignore=shutil.ignore_patterns('__pycache__'))
+        elif (REPO_ROOT / name).exists():
+            shutil.copy2(REPO_ROOT / name, src / name)
+    ok(python(['-m', 'pip', 'wheel', '-q', '--no-deps', '--no-build-isolation', '-w',
+               tmp_path / 'wheel', src], src, timeout=600))
+    ok(python(['-c', 'from setuptools import build_meta; '
+               f"build_meta.build_editable({str(tmp_path / 'editable')!r})"], src, timeout=600))
+    for folder in ('wheel', 'editable'):
+        [wheel] = (tmp_path / folder).glob('*.whl')
+        with zipfile.ZipFile(wheel) as zf:
+            assert zf.read(_autoload.PTH_NAME).decode() == _autoload.PTH_CONTENT, folder
+            if folder == 'wheel':
+                zf.extractall(tmp_path / 'site')
+    code = ('import site, sys\n'
+            f'site.addsitedir({str(tmp_path / "site")!r})\n'
+            "print(sys.modules['mmseg_segman._autoload'].__file__, "
+            "sum(getattr(f, 'mmseg_segman_autoload', False) for f in sys.meta_path))\n")
+    # -S: without this environment's own site-packages (and so its own hook).
+    where, finders = ok(python(['-S', '-c', code], tmp_path)).split()
+    assert Path(where) == tmp_path / 'site' / 'mmseg_segman' / '_autoload.py'
+    assert finders == '1'
 
 
 def test_interpreter_start_stays_light(tmp_path):
@@ -149,6 +186,20 @@ print(before, type(model.backbone).__name__, type(model.decode_head).__name__,
     expected = sum(p.numel() for p in MODELS.build(cfg.model).parameters())
     assert (before, backbone, head, int(params)) == ('False', 'SegMANEncoder',
                                                      'SegMANDecoder', expected)
+
+
+def test_transform_without_custom_imports_builds(tmp_path):
+    """The same for the plugin's transforms: MMSeg's TRANSFORMS registry imports
+    mmseg.datasets (and never mmseg.models) before it builds one."""
+    code = (
+        'import sys\n'
+        'from mmengine.registry import init_default_scope\n'
+        'from mmseg.registry import TRANSFORMS\n'
+        "init_default_scope('mmseg')\n"
+        "t = TRANSFORMS.build(dict(type='LoadCheckedAnnotations'))\n"
+        "print(type(t).__module__, 'mmseg_segman' in sys.modules)\n")
+    assert ok(python(['-c', code], tmp_path)).split() == ['mmseg_segman.datasets.transforms',
+                                                          'True']
 
 
 # ------------------------------------------------------------------- MMSeg's own scripts
