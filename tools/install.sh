@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Create (or reuse) the virtual environment .venv in the repository and install the
-# pinned CPU stack plus this package (editable). With --tests, also the test tools and
-# the optional accelerators that serve as test oracles (natten, mamba-ssm).
+# pinned CPU stack plus this package (editable, with its autoload .pth: MMSeg's own
+# entry points then work without `import mmseg_segman`). With --tests, also the test
+# tools, the dataset-preparation extras (requirements/datasets.txt) and the optional
+# accelerators that serve as test oracles (natten, mamba-ssm). Every pip call is bound by
+# requirements/constraints.txt, the exact versions tested together.
 #
 # Idempotent and quick when nothing changed: a stamp in .venv records the hash of the
 # requirement files and of this script; a matching stamp skips pip entirely.
 #
 # Environment: PYTHON (interpreter for a new venv, default python3),
+#   TORCH_INDEX_URL (index for the torch wheel; e.g. https://download.pytorch.org/whl/cpu
+#   for the CPU build: from PyPI, torch 2.13.0 is the CUDA build, several GB; default:
+#   pip's configured index),
 #   MMSEG_SEGMAN_NO_ACCELERATORS=1 (with --tests: skip natten / mamba-ssm; their
 #   oracle tests then skip, or fail under CI).
 set -euo pipefail
@@ -25,7 +31,9 @@ fi
 
 STAMP=".venv/.mmseg_segman_install_$WITH_TESTS"
 HASH="$(cat requirements.txt requirements/*.txt tools/install.sh setup.py \
-        <(echo "${MMSEG_SEGMAN_NO_ACCELERATORS:-0}") | sha256sum | cut -d' ' -f1)"
+        mmseg_segman/_autoload.py \
+        <(echo "${MMSEG_SEGMAN_NO_ACCELERATORS:-0} ${TORCH_INDEX_URL:-}") \
+        | sha256sum | cut -d' ' -f1)"
 # A --tests install includes the plain one.
 for stamp in "$STAMP" .venv/.mmseg_segman_install_1; do
     if [[ -f "$stamp" && "$(cat "$stamp")" == "$HASH" ]]; then
@@ -34,18 +42,38 @@ for stamp in "$STAMP" .venv/.mmseg_segman_install_1; do
     fi
 done
 
-pip_install() { python -m pip install --quiet "$@"; }
+pip_install() { python -m pip install --quiet -c requirements/constraints.txt "$@"; }
 
-echo "[install] torch (CPU wheel where no CUDA build applies)"
-pip_install "$(grep -E '^torch==' requirements.txt)"
+TORCH_PIN="$(grep -E '^torch==' requirements.txt)"
+if [[ -n "${TORCH_INDEX_URL:-}" ]]; then
+    echo "[install] $TORCH_PIN from $TORCH_INDEX_URL"
+    # Only torch from there (that index need not carry the pinned versions of its
+    # dependencies); the next call adds them from the configured index.
+    pip_install --no-deps "$TORCH_PIN" --index-url "$TORCH_INDEX_URL"
+    pip_install "$TORCH_PIN"
+else
+    echo "[install] $TORCH_PIN from pip's configured index (TORCH_INDEX_URL unset)"
+    pip_install "$TORCH_PIN"
+fi
 echo "[install] pinned MMSeg stack"
 pip_install -r requirements.txt
+# Say which build arrived: on a stock PyPI setup it is the CUDA one, which a machine
+# without a GPU can run but never uses (and which pulls several GB of nvidia-* wheels).
+python - <<'PY'
+import shutil
+import torch
+cuda = torch.version.cuda
+print(f'[install] torch {torch.__version__}: ' + (f'CUDA {cuda} build' if cuda else 'CPU build'))
+if cuda and not shutil.which('nvidia-smi'):
+    print('[install] note: no NVIDIA driver found; for the CPU wheel rerun with '
+          'TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu')
+PY
 # torch's setuptools is enough to build this package; no isolated build env needed.
 pip_install --no-build-isolation --no-deps -e .
 
 if [[ $WITH_TESTS == 1 ]]; then
-    echo "[install] test tools"
-    pip_install -r requirements/tests.txt
+    echo "[install] test tools and dataset-preparation extras"
+    pip_install -r requirements/tests.txt -r requirements/datasets.txt
     if [[ "${MMSEG_SEGMAN_NO_ACCELERATORS:-0}" != 1 ]]; then
         # natten is source-only; its build needs the installed torch, hence no isolation.
         echo "[install] natten (optional oracle; builds in under a minute)"
