@@ -33,6 +33,14 @@ peak RSS of that process (imports and model included) and the growth of the high
 over the RSS before the first call ("extra": what the forward or training step itself needs).
 No tracemalloc: it does not see torch's allocations.
 
+``--baseline DIR`` (A/B against an older commit in the same process): DIR holds a copy of
+that commit's package (``git archive <commit> mmseg_segman | tar -x -C DIR``). Every module
+file of it that differs from this checkout is loaded beside the live one, and each model also
+runs as ``<model>@base`` with the old module functions and the old methods of its classes
+swapped in for the duration of its calls (instances, weights and inputs are shared). Before
+timing, both variants' eval outputs are compared (max absolute difference, bitwise equality).
+Ratios in this mode are also given against ``<model>@base``.
+
 ``--profile``: torch.profiler on SegMAN-T's eval forward (first size, first thread count):
 its top operators by self CPU time, and the inclusive time of the selective scan and the
 neighbourhood-attention autograd functions.
@@ -43,12 +51,16 @@ Usage::
     python benchmarks/bench_models.py --models segman-t --sizes 512 --threads 1 --rounds 3
     python benchmarks/bench_models.py --sizes 512 1024 1024x2048 --memory --json out.json
     python benchmarks/bench_models.py --profile --sizes 512 --threads 1
+    git archive HEAD~1 mmseg_segman | tar -x -C /tmp/old
+    python benchmarks/bench_models.py --models segman-t --tasks eval --baseline /tmp/old
 
 On a shared 2-core machine a second OpenMP thread waits for a descheduled one when the other
 core is busy (docs/benchmarks.md); check ``uptime`` and prefer quiet periods.
 """
 import argparse
+import contextlib
 import importlib.util
+import inspect
 import json
 import math
 import os
@@ -141,6 +153,9 @@ def parse_args(argv=None):
                              'count) and print its top operators')
     parser.add_argument('--profile-model', default='segman-t', choices=sorted(MODEL_CONFIGS))
     parser.add_argument('--top', type=int, default=15, help='operators listed by --profile')
+    parser.add_argument('--baseline', metavar='DIR',
+                        help='directory holding an older copy of the mmseg_segman package: '
+                             'also time every model with its changed modules (A/B)')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--json', metavar='FILE', help='also write all results to FILE')
     parser.add_argument('--memory-child', nargs=4, metavar=('MODEL', 'TASK', 'H', 'W'),
@@ -154,7 +169,92 @@ def parse_args(argv=None):
         parser.error(f'--threads values must be at least 1, got {args.threads}')
     if BASELINE not in args.models:
         args.models = list(args.models) + [BASELINE]
+    if args.baseline is not None and not osp.isdir(osp.join(args.baseline, 'mmseg_segman')):
+        parser.error(f'--baseline {args.baseline}: no mmseg_segman package in it; make one with '
+                     '`git archive <commit> mmseg_segman | tar -x -C DIR`')
     return args
+
+
+# ----------------------------------------------------------------------------- A/B baseline
+class BaselineSwap:
+    """The changed modules of an older package copy, swappable into the live package.
+
+    Each differing ``.py`` file is executed as a module of the live package (so its relative
+    imports see the live package) without registering anything; :meth:`active` then puts its
+    functions in place of the live ones (in every ``mmseg_segman`` module that imported them)
+    and its classes' methods on the live classes, and restores everything on exit.
+    """
+
+    def __init__(self, root):
+        self.files = []
+        self._swaps = []  # (namespace object, attribute, old value, live value)
+        pkg_dir = osp.dirname(mmseg_segman.__file__)
+        base_dir = osp.join(root, 'mmseg_segman')
+        for dirpath, _, names in os.walk(base_dir):
+            for fname in sorted(names):
+                if not fname.endswith('.py') or fname == '__init__.py':
+                    continue
+                rel = osp.relpath(osp.join(dirpath, fname), base_dir)
+                live_path = osp.join(pkg_dir, rel)
+                with open(osp.join(dirpath, fname)) as f:
+                    old_src = f.read()
+                if not osp.isfile(live_path):
+                    continue
+                with open(live_path) as f:
+                    if f.read() == old_src:
+                        continue
+                modname = 'mmseg_segman.' + rel[:-3].replace(os.sep, '.')
+                live = sys.modules.get(modname)
+                if live is None:
+                    continue
+                self.files.append(rel)
+                self._plan(live, self._load(modname, osp.join(dirpath, fname)))
+
+    @staticmethod
+    def _load(modname, path):
+        spec = importlib.util.spec_from_file_location(modname, path)
+        module = importlib.util.module_from_spec(spec)
+        module.__package__ = modname.rpartition('.')[0]
+        from mmengine.registry import Registry
+        register = Registry._register_module
+        Registry._register_module = lambda self, *a, **k: None  # names are taken already
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            Registry._register_module = register
+        return module
+
+    def _plan(self, live, old):
+        homes = [m for n, m in sys.modules.items()
+                 if m is not None and (n == 'mmseg_segman' or n.startswith('mmseg_segman.'))]
+        for name, old_obj in vars(old).items():
+            live_obj = getattr(live, name, None)
+            if inspect.isfunction(old_obj) and inspect.isfunction(live_obj) and \
+                    old_obj.__code__.co_filename == old.__file__:
+                for home in homes:  # every module that imported the live function by name
+                    if vars(home).get(name) is live_obj:
+                        self._swaps.append((home, name, old_obj, live_obj))
+            elif inspect.isclass(old_obj) and inspect.isclass(live_obj) and \
+                    getattr(old_obj, '__module__', None) == live.__name__:
+                for attr, value in vars(old_obj).items():
+                    if isinstance(value, (staticmethod, classmethod, property)) or \
+                            inspect.isfunction(value):
+                        if attr in ('__init__', '__init_subclass__'):
+                            continue  # the instances were built by the live code
+                        self._swaps.append((live_obj, attr, value, vars(live_obj).get(attr)))
+
+    @contextlib.contextmanager
+    def active(self):
+        for home, attr, old, _ in self._swaps:
+            setattr(home, attr, old)
+        try:
+            yield
+        finally:
+            for home, attr, _, live in self._swaps:
+                if live is None:
+                    delattr(home, attr)
+                else:
+                    setattr(home, attr, live)
 
 
 # ----------------------------------------------------------------------------- models and calls
@@ -202,19 +302,54 @@ def workloads(args):
 
 
 # ----------------------------------------------------------------------------- timing
-def time_all(args):
-    """Interleaved rounds; returns {(task, size, threads, model): {'wall': [...], 'cpu': [...]}}."""
+def _variants(name, swap):
+    """(label suffix, context factory) of each code variant of model ``name`` timed; MMSeg's
+    own models do not run this package's code, so they have no baseline variant."""
+    live = ('', contextlib.nullcontext)
+    if swap is None or name.startswith('mmseg-'):
+        return [live]
+    return [live, ('@base', swap.active)]
+
+
+def compare_outputs(args, built, swap):
+    """Max |difference| of each model's eval output, live vs baseline code."""
+    out = {}
+    for name in args.models:
+        if len(_variants(name, swap)) == 1:
+            continue
+        cfg, model = built[name]
+        for size in args.sizes:
+            call = make_call(name, cfg, model, 'eval', tuple(size), args, args.seed)
+            new = call()
+            with swap.active():
+                old = call()
+            out[(name, tuple(size))] = (float((new - old).abs().max()), bool(torch.equal(new, old)))
+            print(f'{name} {size_name(size)}: max |live - base| = {out[(name, tuple(size))][0]:.3g}'
+                  f', bitwise equal: {out[(name, tuple(size))][1]}', flush=True)
+    return out
+
+
+def time_all(args, swap=None):
+    """Interleaved rounds; returns {(task, size, threads, label): {'wall': [...], 'cpu': [...]}}
+    (label: the model name, with ``@base`` for the baseline code), params and output checks."""
     built = {}
     for name in args.models:
         built[name] = build(name, args.train_size, args.seed)
+    checks = compare_outputs(args, built, swap) if swap is not None else {}
     calls = {}
     for task, size in workloads(args):
         for name in args.models:
             cfg, model = built[name]
-            calls[(task, size, name)] = make_call(name, cfg, model, task, size, args, args.seed)
+            fn = make_call(name, cfg, model, task, size, args, args.seed)
+            for suffix, ctx in _variants(name, swap):
+                def call(fn=fn, ctx=ctx):
+                    with ctx():
+                        return fn()
+                calls[(task, size, name + suffix)] = call
+    labels = [name + suffix for name in args.models for suffix, _ in _variants(name, swap)]
     results = {}
-    keys = [(task, size, threads, name) for task, size in workloads(args)
-            for threads in args.threads for name in args.models]
+    keys = [(task, size, threads, label) for task, size in workloads(args)
+            for threads in args.threads for label in labels]
     for key in keys:  # warm-up: allocator, oneDNN primitives, AdamW state
         torch.set_num_threads(key[2])
         calls[(key[0], key[1], key[3])]()
@@ -229,9 +364,11 @@ def time_all(args):
             results[key]['cpu'].append(time.process_time() - start_cpu)
         print(f'round {r + 1}/{args.rounds} done (load average {os.getloadavg()[0]:.1f})',
               file=sys.stderr, flush=True)
-    params = {name: sum(p.numel() for p in built[name][1].parameters()) / 1e6
-              for name in args.models}
-    return results, params
+    params = {}
+    for name in args.models:
+        params[name] = sum(p.numel() for p in built[name][1].parameters()) / 1e6
+        params[name + '@base'] = params[name]
+    return results, params, checks
 
 
 def summarise(results):
@@ -246,6 +383,10 @@ def summarise(results):
         base = summary[(task, size, threads, BASELINE)]
         row['ratio'] = row['median_ms'] / base['median_ms']
         row['cpu_ratio'] = row['cpu_ms'] / base['cpu_ms']
+        own_base = summary.get((task, size, threads, name.split('@')[0] + '@base'))
+        if own_base is not None:
+            row['ratio_to_own_base'] = row['median_ms'] / own_base['median_ms']
+            row['cpu_ratio_to_own_base'] = row['cpu_ms'] / own_base['cpu_ms']
     return summary
 
 
@@ -296,6 +437,8 @@ def measure_memory(args):
 
 # ----------------------------------------------------------------------------- output
 def print_tables(args, summary, params, memory=None):
+    labels = sorted({key[3] for key in summary}, key=lambda k: (
+        args.models.index(k.split('@')[0]), k))
     for task, size in workloads(args):
         what = ('eval forward, batch 1' if task == 'eval' else
                 f'train step, batch {args.train_batch}, forward + backward + AdamW')
@@ -311,17 +454,25 @@ def print_tables(args, summary, params, memory=None):
             rule += '---|---|'
         print(head)
         print(rule)
-        for name in args.models:
+        for name in labels:
             line = f'| {name} | {params[name]:.2f} |'
             for threads in args.threads:
                 row = summary[(task, size, threads, name)]
                 line += (f' {row["median_ms"]:.0f} [{row["min_ms"]:.0f}-{row["max_ms"]:.0f}] |'
                          f' {row["ratio"]:.2f}× | {row["cpu_ms"]:.0f} ({row["cpu_ratio"]:.2f}×) |')
-            if memory:
+            if memory and name in args.models:
                 m = memory[(task, size, name)]
                 line += (f' {m["peak_mib"]:.0f} ({m["peak_ratio"]:.2f}×) |'
                          f' {m["extra_mib"]:.0f} ({m["extra_ratio"]:.2f}×) |')
             print(line)
+        if any('ratio_to_own_base' in summary[(task, size, th, n)]
+               for th in args.threads for n in args.models):
+            print('\nlive / baseline code (median wall; median CPU):')
+            for name in (n for n in args.models if not n.startswith('mmseg-')):
+                parts = [f'{th} thr {summary[(task, size, th, name)]["ratio_to_own_base"]:.3f}'
+                         f' (CPU {summary[(task, size, th, name)]["cpu_ratio_to_own_base"]:.3f})'
+                         for th in args.threads]
+                print(f'- {name}: ' + ', '.join(parts))
 
 
 def profile(args):
@@ -363,7 +514,11 @@ def main(argv=None):
         return profile(args)
     print(f'torch {torch.__version__}, {os.cpu_count()} CPUs, load average '
           f'{os.getloadavg()[0]:.1f} at start', flush=True)
-    results, params = time_all(args)
+    swap = None
+    if args.baseline is not None:
+        swap = BaselineSwap(args.baseline)
+        print(f'baseline {args.baseline}: changed modules {swap.files or "none"}', flush=True)
+    results, params, checks = time_all(args, swap)
     summary = summarise(results)
     memory = measure_memory(args) if args.memory else None
     print_tables(args, summary, params, memory)
@@ -374,7 +529,11 @@ def main(argv=None):
         mem = [dict(task=t, size=list(s), model=m, **v)
                for (t, s, m), v in (memory or {}).items()]
         with open(args.json, 'w') as f:
-            json.dump(dict(params_m=params, timing=rows, memory=mem), f, indent=2)
+            json.dump(dict(params_m=params, timing=rows, memory=mem,
+                           outputs_vs_baseline=[dict(model=m, size=list(sz), max_abs_diff=d,
+                                                     bitwise_equal=e)
+                                                for (m, sz), (d, e) in checks.items()]),
+                      f, indent=2)
     return summary
 
 

@@ -10,12 +10,13 @@ the autograd Functions keep only their inputs for the backward pass.
 The tiling picks its bands with ``nonzero()`` and Python ints taken from tensors, which graph
 exporters refuse as data-dependent; while exporting the dispatch uses :mod:`.reference`.
 """
+import collections
 from typing import NamedTuple, Optional
 
 import torch
 from torch import Tensor
 
-from .common import bias_table, window_start
+from .common import _bias_index, window_start
 
 __all__ = ['na2d_qk_tiled', 'na2d_av_tiled']
 
@@ -96,13 +97,19 @@ class _GridTiles:
         # Pixel of every halo entry, in (tile_r, tile_c, halo_r, halo_c) order.
         halo_pix = rows.halo_pos[:, None, :, None] * W + cols.halo_pos[None, :, None, :]
         self.halo_pixel = halo_pix.flatten()
+        tile_pix = rows.tile_pos[:, None, :, None] * W + cols.tile_pos[None, :, None, :]
+        self.tile_pixel = tile_pix.flatten()
+        self.nbytes = sum(t.numel() * t.element_size() for t in (
+            self.query_index, self.logit_index, self.halo_pixel, self.tile_pixel))
 
     def gather(self, x, halo):
-        """(N, H, W, C) -> (N, n_r, n_c, tile_len or halo_len, C): copies of tiles or halos."""
-        rows = self.rows.halo_pos if halo else self.rows.tile_pos
-        cols = self.cols.halo_pos if halo else self.cols.tile_pos
-        t = x[:, rows][:, :, :, cols]  # N, n_r, t_r, n_c, t_c, C
-        return t.permute(0, 1, 3, 2, 4, 5).reshape(x.shape[0], *self.tile_shape, -1, x.shape[-1])
+        """(N, H, W, C) -> (N, n_r, n_c, tile_len or halo_len, C): copies of tiles or halos.
+
+        One ``index_select`` of flat pixels already in tile order: two advanced-indexing
+        passes and a permuting copy cost 7x more (SegMAN-T stage 1 at 512x512)."""
+        N, C = x.shape[0], x.shape[-1]
+        pixels = self.halo_pixel if halo else self.tile_pixel
+        return x.reshape(N, -1, C).index_select(1, pixels).view(N, *self.tile_shape, -1, C)
 
     def fold_halos(self, halos, out):
         """Adjoint of ``gather(x, halo=True)``: add halo entries into ``out`` (N, H, W, C)."""
@@ -156,6 +163,37 @@ def _av_bwd(plan, attn, v, grad_out, grad_attn, grad_v):
     plan.fold_halos(weights.transpose(-1, -2) @ grad_tiles, grad_v)
 
 
+# Index plans of recent grid shapes: they depend on the shape only, and building one costs
+# about as much as the matmuls it serves (4.5 ms for a 128x128 map, kernel 11; every LASS block
+# of a stage and both the qk and av steps reuse it). Bounded in bytes: the plan of an
+# H x W map holds H * W * k * k int64 logit indices.
+_PLAN_CACHE = collections.OrderedDict()
+_PLAN_CACHE_BYTES = 64 * 2**20
+
+
+def _plans(H, W, N, kernel_size, element_size, device):
+    """(n_chunk, [plan of each band of tile rows]) of an undilated H x W grid, N items."""
+    key = (H, W, N, kernel_size, _TILE, element_size, str(device))
+    hit = _PLAN_CACHE.get(key)
+    if hit is not None:
+        _PLAN_CACHE.move_to_end(key)
+        return hit[0], hit[1]
+    rows = _axis_tiles(H, kernel_size, _TILE, device)
+    cols = _axis_tiles(W, kernel_size, _TILE, device)
+    row_bytes = (cols.tile_pos.numel() * rows.tile_pos.shape[1] * cols.halo_pos.shape[1] *
+                 rows.halo_pos.shape[1] * element_size)  # one tile row, one item
+    n_chunk = max(1, min(N, _WORKSPACE_BYTES // (row_bytes * rows.tile_pos.shape[0])))
+    band = max(1, _WORKSPACE_BYTES // (row_bytes * n_chunk))
+    plans = [_GridTiles(rows.band(first, first + band), cols, W)
+             for first in range(0, rows.tile_pos.shape[0], band)]
+    nbytes = sum(p.nbytes for p in plans)
+    if nbytes <= _PLAN_CACHE_BYTES:
+        _PLAN_CACHE[key] = (n_chunk, plans, nbytes)
+        while sum(v[2] for v in _PLAN_CACHE.values()) > _PLAN_CACHE_BYTES:
+            _PLAN_CACHE.popitem(last=False)
+    return n_chunk, plans
+
+
 def _over_subgrids(kernel, inputs, kernel_size, dilation, out_dims):
     """Run an undilated band ``kernel(plan, *inputs, *outputs)`` over a dilated grid.
 
@@ -176,14 +214,9 @@ def _over_subgrids(kernel, inputs, kernel_size, dilation, out_dims):
             else:  # contiguous sub-grids so the kernels can use flat pixel indices
                 subs = [x[:, r::dilation, c::dilation].contiguous() for x in inputs]
                 sub_outs = [o.new_zeros(*subs[0].shape[:3], o.shape[-1]) for o in outs]
-            rows = _axis_tiles(subs[0].shape[1], kernel_size, _TILE, ref.device)
-            cols = _axis_tiles(subs[0].shape[2], kernel_size, _TILE, ref.device)
-            row_bytes = (cols.tile_pos.numel() * rows.tile_pos.shape[1] * cols.halo_pos.shape[1] *
-                         rows.halo_pos.shape[1] * ref.element_size())  # one tile row, one item
-            n_chunk = max(1, min(N, _WORKSPACE_BYTES // (row_bytes * rows.tile_pos.shape[0])))
-            band = max(1, _WORKSPACE_BYTES // (row_bytes * n_chunk))
-            for first in range(0, rows.tile_pos.shape[0], band):
-                plan = _GridTiles(rows.band(first, first + band), cols, subs[0].shape[2])
+            n_chunk, plans = _plans(subs[0].shape[1], subs[0].shape[2], N, kernel_size,
+                                    ref.element_size(), ref.device)
+            for plan in plans:
                 for n in range(0, N, n_chunk):
                     kernel(plan, *(x[n:n + n_chunk] for x in subs),
                            *(o[n:n + n_chunk] for o in sub_outs))
@@ -237,7 +270,12 @@ def na2d_qk_tiled(q: Tensor, k: Tensor, kernel_size: int, dilation: int = 1,
     attn = _NA2DQK.apply(q, k, kernel_size, dilation)
     if rpb is not None:  # in place: the qk backward does not need its output
         H, W = q.shape[2:4]
-        attn.add_(bias_table(rpb, H, W, kernel_size, dilation).to(attn.dtype))
+        # bias_table's entries added through a permuted view of the (heads, H, k, W, k)
+        # gather: the same sums without its reordering copy.
+        rows = _bias_index(H, kernel_size, dilation, rpb.device)
+        cols = _bias_index(W, kernel_size, dilation, rpb.device)
+        bias = rpb[:, rows][:, :, :, cols].permute(0, 1, 3, 2, 4)  # heads, H, W, k, k
+        attn.view(*attn.shape[:4], kernel_size, kernel_size).add_(bias.to(attn.dtype))
     return attn
 
 
