@@ -263,3 +263,36 @@ def test_resume_after_a_truncated_checkpoint_unseeded(tmp_path):
     assert 'resumed epoch: 0, iter: 10' in log
     assert 'rebuilding it with' in log  # the dataloader follows the checkpoint's seed
     _assert_same_run(tmp_path / 'straight' / 'iter_20.pth', work / 'iter_20.pth')
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(torch.cuda.is_available(), reason='two CPU (gloo) processes')
+def test_two_process_resume_equals_uninterrupted_run(tmp_path):
+    """Every rank's random state is gathered into the checkpoint and given back."""
+    data = tmp_path / 'toy'
+    make_toy_dataset(str(data), num_train=4, num_val=2, size=32)
+    (tmp_path / 'pause_hook.py').write_text('')
+    options = _options(data, workers=0, seed=0)
+    plain = _config(tmp_path, 'plain')
+
+    def dist_train(work_dir, *extra):
+        env = {**_env(tmp_path), 'PORT': str(29600 + os.getpid() % 90)}
+        result = subprocess.run(
+            ['bash', str(REPO_ROOT / 'tools' / 'dist_train.sh'), str(plain), '2',
+             '--work-dir', str(work_dir), *extra, *options],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        return result.stdout + result.stderr
+
+    dist_train(tmp_path / 'straight')
+    saved = torch.load(tmp_path / 'straight' / 'iter_10.pth', weights_only=True)
+    assert saved['random_state']['world_size'] == 2
+    assert len(saved['random_state']['ranks']) == 2
+    work = tmp_path / 'resumed'
+    work.mkdir()
+    (work / 'iter_10.pth').write_bytes((tmp_path / 'straight' / 'iter_10.pth').read_bytes())
+    (work / 'last_checkpoint').write_text(str(work / 'iter_10.pth'))
+    log = dist_train(work, '--resume')
+    assert 'resumed epoch: 0, iter: 10' in log and 'RandomStateHook:' not in log
+    _assert_same_run(tmp_path / 'straight' / 'iter_20.pth', work / 'iter_20.pth')
