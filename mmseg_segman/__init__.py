@@ -7,6 +7,7 @@ from . import compat  # noqa: F401  (must run before anything imports mmseg)
 from . import datasets  # noqa: F401  (data checks: LoadCheckedAnnotations, dataset wrappers)
 from . import engine  # noqa: F401  (registers the training hooks)
 from . import models  # noqa: F401
+from . import classification  # noqa: F401  (mmpretrain's MODELS, only where it is installed)
 from . import apis  # noqa: F401  (inferencer by name; the mmseg_segman:: config scope)
 from .version import __version__
 
