@@ -26,6 +26,10 @@ dt * B * u, the read-out with C, D and z); :func:`selective_scan_fn` picks one:
   graph is exported (:func:`mmseg_segman.ops.export.is_exporting`).
 - mamba-ssm's CUDA kernel, for CUDA tensors when ``mamba_ssm`` is installed (through
   :func:`mamba_kernel_call`).
+- :func:`~.selective_scan_triton.selective_scan_triton`: Triton kernels (float32 throughout,
+  no float64), for CUDA tensors when mamba-ssm is not installed.
+
+:func:`scan_backend` names the one :func:`selective_scan_fn` runs for given inputs.
 
 All of them compute in float32 (float64 for float64 ``u``) and return ``u``'s dtype.
 """
@@ -33,6 +37,7 @@ import warnings
 
 import torch
 
+from . import selective_scan_triton
 from .export import is_exporting
 from .linear_recurrence import (
     SCAN_CHUNK,
@@ -57,7 +62,7 @@ from .selective_scan_export import selective_scan_export
 
 __all__ = [
     'selective_scan_fn', 'selective_scan_chunked', 'selective_scan_ref', 'linear_scan',
-    'mamba_kernel_call', 'SCAN_CHUNK'
+    'mamba_kernel_call', 'scan_backend', 'SCAN_CHUNK'
 ]
 
 # The no-grad forward puts the decays' products over the decays when a chunk's total decay is
@@ -327,7 +332,8 @@ def _mamba_kernel():
         except ImportError as err:
             kernel = None
             warnings.warn(f'mamba-ssm CUDA selective scan unavailable ({err}); CUDA tensors use '
-                          'the pure-PyTorch chunked scan, which is slower.')
+                          'the Triton scan where Triton runs, else the pure-PyTorch chunked '
+                          'scan; both are slower.')
         _mamba_kernel_cache.append(kernel)
     return _mamba_kernel_cache[0]
 
@@ -350,15 +356,44 @@ def mamba_kernel_call(kernel, u, delta, A, B, C, D=None, z=None, delta_bias=None
                   delta_softplus, return_last_state)
 
 
+def _on_cuda(u) -> bool:
+    """Whether the CUDA backends may be tried (a function, so tests can pretend on CPU)."""
+    return u.is_cuda
+
+
+def scan_backend(u, A) -> str:
+    """The implementation :func:`selective_scan_fn` runs for ``u`` (b, d, l) and ``A`` (d, n).
+
+    Order: the export scan while exporting; on CUDA, mamba-ssm's kernel if it imports and
+    takes the inputs (float32/float16/bfloat16 ``u``, d_state <= 256), else the Triton kernels
+    if Triton runs here and takes ``u``'s dtype; otherwise (CPU, float64, no Triton) the
+    chunked PyTorch scan.
+
+    Returns:
+        str: ``'export'``, ``'mamba'``, ``'triton'`` or ``'chunked'``.
+    """
+    if is_exporting():
+        return 'export'
+    if not _on_cuda(u):
+        return 'chunked'
+    if u.dtype in _MAMBA_IO_DTYPES and A.shape[1] <= _MAMBA_MAX_DSTATE and \
+            _mamba_kernel() is not None:
+        return 'mamba'
+    if u.dtype in _MAMBA_IO_DTYPES and selective_scan_triton.available():
+        return 'triton'
+    return 'chunked'
+
+
 def selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None,
                       delta_softplus=False, return_last_state=False):
     """Selective scan (shapes in the module docstring); differentiable in every tensor.
 
     While a graph is exported this is :func:`~.selective_scan_export.selective_scan_export`.
     Otherwise CUDA tensors go to mamba-ssm's kernel when it is installed and supports the
-    inputs (float32/float16/bfloat16 ``u``, d_state <= 256); everything else to
-    :func:`selective_scan_chunked`. One difference: mamba-ssm's kernel ignores gradients
-    that reach the returned last state; the chunked scan back-propagates them.
+    inputs (float32/float16/bfloat16 ``u``, d_state <= 256), else to the Triton kernels;
+    everything else to :func:`selective_scan_chunked` (:func:`scan_backend`). One
+    difference: mamba-ssm's kernel ignores gradients that reach the returned last state; the
+    chunked and Triton scans back-propagate them.
 
     Args:
         u (Tensor): (b, d, l) input.
@@ -376,15 +411,17 @@ def selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None,
         Tensor | tuple[Tensor, Tensor]: output (b, d, l) in u's dtype, and with
         ``return_last_state`` the final state (b, d, n) in float32 (float64 for float64 u).
     """
-    if is_exporting():
+    backend = scan_backend(u, A)
+    if backend == 'export':
         return selective_scan_export(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                                      return_last_state)
     check_args(u, delta, A, B, C, D, z, delta_bias)
-    if u.is_cuda and u.dtype in _MAMBA_IO_DTYPES and A.shape[1] <= _MAMBA_MAX_DSTATE:
-        kernel = _mamba_kernel()
-        if kernel is not None:
-            return mamba_kernel_call(kernel, u, delta, A, B, C, D, z, delta_bias,
-                                     delta_softplus, return_last_state)
+    if backend == 'mamba':
+        return mamba_kernel_call(_mamba_kernel(), u, delta, A, B, C, D, z, delta_bias,
+                                 delta_softplus, return_last_state)
+    if backend == 'triton':
+        return selective_scan_triton.selective_scan_triton(u, delta, A, B, C, D, z, delta_bias,
+                                                           delta_softplus, return_last_state)
     return _SelectiveScanChunked.apply(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus),
                                        bool(return_last_state))
 
