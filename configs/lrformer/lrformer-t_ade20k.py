@@ -19,4 +19,4 @@ model = dict(
     backbone=dict(init_cfg=dict(type='Pretrained', checkpoint=checkpoint)))
 train_dataloader = dict(batch_size=4)
 optim_wrapper = dict(clip_grad=dict(max_norm=35, norm_type=2))
-custom_hooks = [dict(type='BatchSizeCheckHook', total_batch_size=32)]
+total_batch_size = 32  # the recipe's total, checked by BatchSizeCheckHook

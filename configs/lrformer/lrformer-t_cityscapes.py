@@ -17,4 +17,4 @@ model = dict(
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(768, 768)))
 train_dataloader = dict(batch_size=1)
 optim_wrapper = dict(clip_grad=dict(max_norm=35, norm_type=2))
-custom_hooks = [dict(type='BatchSizeCheckHook', total_batch_size=8)]
+total_batch_size = 8  # the recipe's total, checked by BatchSizeCheckHook

@@ -17,4 +17,4 @@ model = dict(
 train_dataloader = dict(batch_size=2)
 train_cfg = dict(val_interval=4000)
 default_hooks = dict(checkpoint=dict(interval=4000))
-custom_hooks = [dict(type='BatchSizeCheckHook', total_batch_size=8)]
+total_batch_size = 8  # the recipe's total, checked by BatchSizeCheckHook

@@ -14,4 +14,4 @@ model = dict(
         ham_channels=512,
         ham_kwargs=dict(MD_R=64)))
 train_dataloader = dict(batch_size=2)
-custom_hooks = [dict(type='BatchSizeCheckHook', total_batch_size=16)]
+total_batch_size = 16  # the recipe's total, checked by BatchSizeCheckHook

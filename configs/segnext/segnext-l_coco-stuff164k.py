@@ -15,4 +15,4 @@ model = dict(
         ham_channels=1024,
         ham_kwargs=dict(MD_R=64)))
 train_dataloader = dict(batch_size=4)
-custom_hooks = [dict(type='BatchSizeCheckHook', total_batch_size=32)]
+total_batch_size = 32  # the recipe's total, checked by BatchSizeCheckHook

@@ -16,4 +16,4 @@ model = dict(
 train_dataloader = dict(batch_size=4)
 train_cfg = dict(val_interval=8000)
 default_hooks = dict(checkpoint=dict(interval=8000))
-custom_hooks = [dict(type='BatchSizeCheckHook', total_batch_size=32)]
+total_batch_size = 32  # the recipe's total, checked by BatchSizeCheckHook

@@ -47,4 +47,4 @@ model = dict(
     test_cfg=dict(mode='whole'))
 # A fixed seed: the quickstart reports the same mIoU on every run.
 randomness = dict(seed=0)
-custom_hooks = [dict(type='BatchSizeCheckHook', total_batch_size=8)]
+total_batch_size = 8  # the recipe's total, checked by BatchSizeCheckHook

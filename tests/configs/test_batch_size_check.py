@@ -76,6 +76,21 @@ def test_hook_off_without_a_total(warnings_of_current_logger):
     assert warnings_of_current_logger == []
 
 
+def test_hook_reads_the_total_from_the_config(warnings_of_current_logger):
+    """Leaf configs state ``total_batch_size`` at top level (the hook has no argument)."""
+    runner = fake_runner(1, 4)
+    runner.cfg.total_batch_size = 16
+    BatchSizeCheckHook().before_train(runner)
+    [msg] = warnings_of_current_logger
+    assert 'total batch of 4' in msg and 'total batch of 16' in msg
+    runner.cfg.total_batch_size = 4
+    BatchSizeCheckHook().before_train(runner)
+    assert len(warnings_of_current_logger) == 1
+    runner.cfg.total_batch_size = '16'
+    with pytest.raises(ValueError, match='set the config key total_batch_size'):
+        BatchSizeCheckHook().before_train(runner)
+
+
 @pytest.mark.parametrize('bad', [0, -4, 2.5, '16', True])
 def test_hook_rejects_a_bad_total(bad):
     with pytest.raises(ValueError, match='total_batch_size must be a positive integer'):

@@ -94,7 +94,7 @@ def test_entry_matches_its_config(entry):
     gpus, per_gpu, total, kiters = map(
         int, FIRST_LINE.fullmatch(path.read_text().splitlines()[0]).groups())
     assert meta['Training Data'] == DATASET_NAMES[dataset]
-    assert meta['Batch Size'] == total == cfg.custom_hooks[0].total_batch_size
+    assert meta['Batch Size'] == total == cfg.total_batch_size
     assert meta['Batch Size per GPU'] == per_gpu == cfg.train_dataloader.batch_size
     assert meta['Training Resources'] == f'{gpus}x GPUs'
     assert meta['Iterations'] == kiters * 1000 == cfg.train_cfg.max_iters
@@ -199,8 +199,9 @@ def test_package_scoped_base_loads_and_builds(tmp_path):
     assert model.decode_head.conv_seg.out_channels == 7
     from mmengine.registry import HOOKS, VISUALIZERS
     assert type(VISUALIZERS.build(cfg.visualizer)).__name__ == 'SegLocalVisualizer'
-    hook = HOOKS.build(cfg.custom_hooks[0])
-    assert type(hook).__name__ == 'BatchSizeCheckHook' and hook.total_batch_size == 16
+    hooks = [HOOKS.build(h) for h in cfg.custom_hooks]
+    assert [type(h).__name__ for h in hooks] == ['BatchSizeCheckHook', 'RandomStateHook']
+    assert cfg.total_batch_size == 16
 
 
 def test_unknown_packaged_config_names_the_file(tmp_path):

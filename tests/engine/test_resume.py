@@ -158,8 +158,7 @@ def _options(data_root, workers, seed):
 
 
 def _config(tmp_path, name, extra_hooks=''):
-    # The toy leaf config sets its own custom_hooks (replacing default_runtime's list),
-    # so the list is spelled out here with the hook under test.
+    # The list is spelled out so the hooks under test (and only they) run.
     path = tmp_path / f'{name}.py'
     path.write_text(
         f'_base_ = [{str(TOY_CONFIG)!r}]\n'

@@ -60,28 +60,37 @@ class BatchSizeCheckHook(Hook):
     """Warn before training when world size x batch per GPU is not the recipe's total.
 
     Enabled for every config through ``custom_hooks`` in
-    ``configs/_base_/default_runtime.py``; each leaf config sets ``total_batch_size``
-    to its recipe's total. Gradient accumulation (``optim_wrapper.accumulative_counts``)
+    ``configs/_base_/default_runtime.py``; each leaf config states its recipe's total as the
+    top-level key ``total_batch_size`` (so leaves never restate ``custom_hooks`` and every
+    base hook stays on). Gradient accumulation (``optim_wrapper.accumulative_counts``)
     counts towards the total. The check only warns: training goes on.
 
     Args:
-        total_batch_size (int, optional): The recipe's total batch. None disables the
-            check (configs that follow no published recipe).
+        total_batch_size (int, optional): The recipe's total batch. None reads the config's
+            ``total_batch_size``; when that is None too the check is off (configs that follow
+            no published recipe).
     """
 
     priority = 'VERY_LOW'
 
     def __init__(self, total_batch_size: Optional[int] = None) -> None:
+        self.total_batch_size = self._checked(total_batch_size)
+
+    @staticmethod
+    def _checked(total_batch_size: Optional[int]) -> Optional[int]:
         if total_batch_size is not None and (
                 isinstance(total_batch_size, bool) or not isinstance(total_batch_size, int)
                 or total_batch_size < 1):
             raise ValueError(f'BatchSizeCheckHook: total_batch_size must be a positive '
-                             f'integer or None, got {total_batch_size!r}; set it in the '
-                             f"config's custom_hooks to the recipe's total batch.")
-        self.total_batch_size = total_batch_size
+                             f'integer or None, got {total_batch_size!r}; set the config key '
+                             f"total_batch_size to the recipe's total batch.")
+        return total_batch_size
 
     def before_train(self, runner) -> None:
-        if self.total_batch_size is None:
+        total = self.total_batch_size
+        if total is None and runner.cfg is not None:
+            total = self._checked(runner.cfg.get('total_batch_size'))
+        if total is None:
             return
         loader = runner.train_dataloader
         batch_size = getattr(loader, 'batch_size', None)
@@ -93,7 +102,7 @@ class BatchSizeCheckHook(Hook):
         optim_cfg = runner.cfg.get('optim_wrapper') if runner.cfg else None
         if isinstance(optim_cfg, dict):
             accumulative_counts = optim_cfg.get('accumulative_counts', 1)
-        msg = batch_size_mismatch(self.total_batch_size, runner.world_size, batch_size,
+        msg = batch_size_mismatch(total, runner.world_size, batch_size,
                                   accumulative_counts)
         if msg is not None:
             print_log(msg, logger='current', level=logging.WARNING)
