@@ -445,3 +445,10 @@ def test_all_weights_live_in_one_folder():
     for family, variant, dataset in LEAVES:
         cfg = Config.fromfile(str(leaf_path(family, variant, dataset)))
         assert cfg.model.backbone.init_cfg.checkpoint.startswith('pretrained/')
+
+
+@pytest.mark.parametrize('path', RUNNABLE, ids=config_id)
+def test_every_pipeline_checks_its_annotations(path):
+    """No config loads annotations unchecked (LoadCheckedAnnotations names the bad file)."""
+    text = Config.fromfile(str(path)).pretty_text
+    assert "'LoadAnnotations'" not in text and 'LoadCheckedAnnotations' in text
