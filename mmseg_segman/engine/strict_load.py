@@ -20,7 +20,7 @@ from typing import Mapping, NamedTuple, Optional
 import torch
 import torch.nn as nn
 
-from ..compat import PluginError
+from ..utils.checkpoint import CheckpointMismatchError
 
 __all__ = [
     'CheckpointMismatchError', 'STRICT_LOAD_KEY', 'check_state_dict_matches',
@@ -31,10 +31,6 @@ __all__ = [
 STRICT_LOAD_KEY = 'strict_load'
 # How many key names a message lists per kind.
 _SHOWN = 5
-
-
-class CheckpointMismatchError(PluginError):
-    """A checkpoint's weights do not match the model that evaluates it."""
 
 
 class _Strict(NamedTuple):

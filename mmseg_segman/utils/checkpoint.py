@@ -26,6 +26,8 @@ import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 
+from mmseg_segman.compat import PluginError
+
 __all__ = [
     'CheckpointMismatchError', 'StateDictSource', 'read_state_dict', 'load_backbone_weights',
     'check_local_file', 'check_pretrained_files'
@@ -37,8 +39,9 @@ WRAPPER_KEYS = ('state_dict_ema', 'state_dict', 'model')
 _SHOWN = 5
 
 
-class CheckpointMismatchError(ValueError):
-    """A checkpoint does not fit the module it is loaded into."""
+class CheckpointMismatchError(PluginError):
+    """A checkpoint does not fit the module it is loaded into (pretrained backbone weights,
+    an evaluated model, a converted file); the message names the keys and the opt-out."""
 
 
 class StateDictSource(NamedTuple):
