@@ -19,6 +19,7 @@ def _run(*args):
                           text=True, env=env, cwd=REPO_ROOT, timeout=600)
 
 
+@pytest.mark.slow  # two subprocesses importing MMSeg: 15-45 s on the shared 2-core machine
 def test_tiny_run_prints_finite_ratios(tmp_path):
     out_json = tmp_path / 'bench.json'
     # SegMAN-T only: the script adds the baseline by itself.

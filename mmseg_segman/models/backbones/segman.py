@@ -91,10 +91,19 @@ class LASSAttention(BaseModule):
     def global_bias(self, num_tokens: int) -> torch.Tensor:
         """The global bias ``rpb[1]`` resized to (heads, num_tokens, num_tokens)."""
         bias = self.rpb[1]
-        if bias.shape[-1] != num_tokens:
-            bias = F.interpolate(bias[None], size=(num_tokens, num_tokens), mode='bicubic',
-                                 align_corners=False)[0]
-        return bias
+        if bias.shape[-1] == num_tokens:
+            return bias
+        # Without autograd the resized bias depends on the size and the weights only: cached
+        # (one size) until the parameter changes (its version counter or storage).
+        key = (num_tokens, bias.data_ptr(), bias._version, bias.dtype, bias.device)
+        cached = getattr(self, '_resized_bias', None)
+        if not torch.is_grad_enabled() and cached is not None and cached[0] == key:
+            return cached[1]
+        resized = F.interpolate(bias[None], size=(num_tokens, num_tokens), mode='bicubic',
+                                align_corners=False)[0]
+        if not torch.is_grad_enabled():
+            self._resized_bias = (key, resized)
+        return resized
 
     def forward(self, x: torch.Tensor,
                 rope: Tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -103,7 +112,7 @@ class LASSAttention(BaseModule):
         lepe = self.lepe(qkv[:, 2 * c:])
         q, k, v = qkv.view(b, 3, self.num_heads, self.head_dim, h, w).permute(1, 0, 2, 4, 5, 3)
         sin, cos = rope
-        q = apply_rope2d(q, sin, cos) * self.scale
+        q = apply_rope2d(q, sin, cos).mul_(self.scale)
         k = apply_rope2d(k, sin, cos)
 
         local = neighborhood_attention(q, k, v, self.kernel_size, self.rpb[0])

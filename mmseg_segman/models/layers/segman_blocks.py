@@ -33,9 +33,23 @@ class RoPE2d(nn.Module):
             raise ValueError(f'RoPE2d needs head_dim divisible by 4, got head_dim={head_dim}')
         angle = 1.0 / 10000**torch.linspace(0, 1, head_dim // 4)
         self.register_buffer('angle', angle.repeat_interleave(2))
+        self._tables = {}  # (height, width, angle's identity and version) -> (sin, cos)
 
     def forward(self, height: int, width: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Returns ``(sin, cos)``, each (height, width, head_dim), for :func:`apply_rope2d`."""
+        """Returns ``(sin, cos)``, each (height, width, head_dim), for :func:`apply_rope2d`.
+
+        The tables depend on the size only and are cached per size (the last few sizes);
+        callers must not modify them in place."""
+        angle = self.angle
+        key = (height, width, angle.device, angle.dtype, angle.data_ptr(), angle._version)
+        tables = self._tables.get(key)
+        if tables is None:
+            if len(self._tables) >= 4:
+                self._tables.clear()
+            tables = self._tables[key] = self._compute(height, width)
+        return tables
+
+    def _compute(self, height: int, width: int) -> Tuple[torch.Tensor, torch.Tensor]:
         rows = torch.arange(height, device=self.angle.device, dtype=self.angle.dtype)
         cols = torch.arange(width, device=self.angle.device, dtype=self.angle.dtype)
         theta_h = (rows[:, None] * self.angle)[:, None, :].expand(height, width, -1)
@@ -56,9 +70,11 @@ def apply_rope2d(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch
         Tensor: same shape as ``x``; pair ``(x0, x1)`` becomes
         ``(x0 cos - x1 sin, x1 cos + x0 sin)``.
     """
-    pairs = x.unflatten(-1, (-1, 2))
-    rotated = torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).flatten(-2)
-    return x * cos + rotated * sin
+    # (x1 sin, x0 sin) with the first negated is (-x1 sin, x0 sin) bitwise; formed in one
+    # buffer (the pair swap's copy) instead of a negated copy, a stack and a product.
+    rotated = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2).mul_(sin)
+    rotated.unflatten(-1, (-1, 2))[..., 0].neg_()
+    return (x * cos).add_(rotated)
 
 
 def neighborhood_attention(q: torch.Tensor,
