@@ -45,3 +45,52 @@ def test_bad_size_names_the_argument():
     proc = _run('--sizes', '512x', '--rounds', '1')
     assert proc.returncode == 2
     assert "--sizes" in proc.stderr and "'512x'" in proc.stderr and 'HxW' in proc.stderr
+
+
+def _load_script():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('bench_models_under_test', SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_baseline_swap_runs_the_old_code_and_restores(tmp_path):
+    """--baseline: a changed function of the old copy is used inside ``active()`` only, also
+    where another module imported it by name."""
+    import shutil
+
+    import torch
+
+    import mmseg_segman
+    from mmseg_segman.models.backbones import segman as segman_mod
+    from mmseg_segman.models.layers import segman_blocks
+
+    bench = _load_script()
+    copy = tmp_path / 'mmseg_segman'
+    shutil.copytree(Path(mmseg_segman.__file__).parent, copy,
+                    ignore=shutil.ignore_patterns('__pycache__'))
+    blocks = copy / 'models' / 'layers' / 'segman_blocks.py'
+    blocks.write_text(blocks.read_text() + (
+        '\n\n_live_apply_rope2d = apply_rope2d\n\n\n'
+        'def apply_rope2d(x, sin, cos):\n    return 2 * _live_apply_rope2d(x, sin, cos)\n'))
+    swap = bench.BaselineSwap(str(tmp_path))
+    assert swap.files == [str(Path('models') / 'layers' / 'segman_blocks.py')]
+
+    torch.manual_seed(0)
+    attn = segman_mod.LASSAttention(16, 2, 3).eval()
+    x = torch.randn(1, 16, 8, 8)
+    rope = segman_blocks.RoPE2d(8)(8, 8)
+    live_fn = segman_mod.apply_rope2d
+    with torch.no_grad():
+        live = attn(x, rope)
+        with swap.active():
+            assert segman_mod.apply_rope2d is not live_fn
+            q = torch.randn(1, 2, 8, 8, 8)
+            assert torch.equal(segman_mod.apply_rope2d(q, *rope),
+                               2 * live_fn(q, *rope))
+            old = attn(x, rope)
+        again = attn(x, rope)
+    assert segman_mod.apply_rope2d is live_fn and segman_blocks.apply_rope2d is live_fn
+    assert torch.equal(again, live)
+    assert not torch.allclose(old, live)
