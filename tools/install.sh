@@ -19,6 +19,34 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
+
+# --classification: the separate environment .venv-cls (requirements/classification.txt:
+# torch 2.14.1 + torchvision 0.29.1 + mmpretrain 1.2.0, which the main .venv's torch 2.13.0
+# cannot host), with this package (editable) and pytest; its own stamp, same scheme.
+# Measured here: about 4 min from scratch (torch 2.14.1 and its CUDA libraries ~3 min),
+# ~5.5 GB; a matching stamp skips pip.
+if [[ "${1:-}" == "--classification" ]]; then
+    CLS_VENV=.venv-cls
+    if [[ ! -x $CLS_VENV/bin/python ]]; then
+        echo "[install] creating virtual environment $REPO/$CLS_VENV"
+        "${PYTHON:-python3}" -m venv "$CLS_VENV"
+    fi
+    CLS_STAMP="$CLS_VENV/.mmseg_segman_install_cls"
+    CLS_HASH="$(cat requirements/classification.txt requirements/tests.txt tools/install.sh \
+                setup.py mmseg_segman/_autoload.py | sha256sum | cut -d' ' -f1)"
+    if [[ -f "$CLS_STAMP" && "$(cat "$CLS_STAMP")" == "$CLS_HASH" ]]; then
+        echo "[install] $CLS_VENV is up to date"
+        exit 0
+    fi
+    echo "[install] $CLS_VENV: requirements/classification.txt (torch 2.14.1, mmpretrain)"
+    "$CLS_VENV/bin/python" -m pip install --quiet -r requirements/classification.txt \
+        $(grep -E '^pytest(-timeout)?==' requirements/tests.txt)
+    "$CLS_VENV/bin/python" -m pip install --quiet --no-build-isolation --no-deps -e .
+    echo "$CLS_HASH" > "$CLS_STAMP"
+    echo "[install] $CLS_VENV done"
+    exit 0
+fi
+
 WITH_TESTS=0
 [[ "${1:-}" == "--tests" ]] && WITH_TESTS=1
 

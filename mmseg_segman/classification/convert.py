@@ -161,12 +161,19 @@ def load_classifier_weights(model: nn.Module,
     if not is_mmpretrain_layout(state_dict):
         state_dict = official_to_mmpretrain(state_dict, backbone)
         layout = 'official'
-    try:
-        result = model.load_state_dict(state_dict, strict=False)
-    except RuntimeError as err:  # shape mismatches
+    own = model.state_dict()
+    mismatched = [f'{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}'
+                  for k, v in state_dict.items() if k in own and v.shape != own[k].shape]
+    if mismatched:
         raise CheckpointMismatchError(
             f'{name} does not fit this {type(backbone).__name__} classifier (another variant or '
-            f'num_classes?): {err}') from err
+            f'num_classes?): {len(mismatched)} shape mismatches: {_shown(mismatched)}')
+    try:
+        result = model.load_state_dict(state_dict, strict=False)
+    except RuntimeError as err:  # shape mismatches of keys renamed while loading
+        raise CheckpointMismatchError(
+            f'{name} does not fit this {type(backbone).__name__} classifier (another variant or '
+            f'num_classes?): {" ".join(str(err).split())}') from err
     problems = []
     if result.missing_keys:
         problems.append(f'{len(result.missing_keys)} weights of the model are not in the file '
