@@ -109,6 +109,10 @@ setup(
         'mamba': ['mamba-ssm>=2.2', 'causal-conv1d>=1.4'],
         'natten': ['natten>=0.17'],
         'tests': read_requirements('requirements/tests.txt'),
+        # ImageNet classification through mmpretrain (configs/imagenet); mmpretrain imports
+        # torchvision, which must match the installed torch. The pinned CPU set is
+        # requirements/classification.txt (tools/install.sh --classification).
+        'classification': ['mmpretrain>=1.2.0,<1.3', 'torchvision'],
     },
     license='Apache-2.0',
     cmdclass={'build': build_with_autoload, 'build_autoload_pth': build_autoload_pth,
