@@ -230,3 +230,44 @@ def test_official_file_loads_strictly_and_classifies(family, load_golden, tmp_pa
         load_classifier_weights(
             build(CONFIG_DIR / f'{family}-t_in1k.py', **{'model.head.num_classes': 10}),
             {'state_dict': raw})
+
+
+def _types(node, where):
+    if isinstance(node, dict):
+        if isinstance(node.get('type'), str):
+            yield where, node['type']
+        for key, value in node.items():
+            yield from _types(value, f'{where}.{key}')
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            yield from _types(value, f'{where}[{i}]')
+
+
+@pytest.mark.parametrize('path', ALL_CONFIGS, ids=lambda p: p.name)
+def test_every_type_resolves_in_mmpretrain(path):
+    import mmpretrain.registry as R
+
+    registries = {
+        'model': R.MODELS, 'train_dataloader': R.DATASETS, 'val_dataloader': R.DATASETS,
+        'test_dataloader': R.DATASETS, 'val_evaluator': R.METRICS,
+        'test_evaluator': R.METRICS, 'optim_wrapper': R.OPTIM_WRAPPERS,
+        'param_scheduler': R.PARAM_SCHEDULERS, 'default_hooks': R.HOOKS,
+        'custom_hooks': R.HOOKS, 'visualizer': R.VISUALIZERS,
+    }
+    # Keys whose dicts belong to another registry than their parent's.
+    by_key = {'pipeline': R.TRANSFORMS, 'sampler': R.DATA_SAMPLERS, 'optimizer': R.OPTIMIZERS,
+              'augments': R.BATCH_AUGMENTS, 'vis_backends': R.VISBACKENDS,
+              'data_preprocessor': R.MODELS, 'loss': R.MODELS, 'init_cfg': None}
+    cfg = Config.fromfile(str(path))
+    assert cfg.default_scope == 'mmpretrain'
+    assert 'mmseg_segman' in cfg.custom_imports['imports']
+    missing = []
+    for top, registry in registries.items():
+        for where, name in _types(cfg.get(top), top):
+            keys = [k.split('[')[0] for k in where.split('.')]
+            reg = next((by_key[k] for k in reversed(keys) if k in by_key), registry)
+            if reg is None:  # init_cfg types: mmengine's initialisers
+                from mmengine.registry import WEIGHT_INITIALIZERS as reg
+            if reg.get(name) is None:
+                missing.append(f'{where}: {name}')
+    assert not missing, missing
