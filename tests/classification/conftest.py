@@ -19,7 +19,8 @@ REQUIRED = os.environ.get('MMSEG_SEGMAN_CLASSIFICATION_ENV') == '1'
 FAMILIES = ('segman', 'segnext', 'lrformer')
 
 
-@pytest.fixture(autouse=True)
+# Module scope: it must run before the module-scoped fixtures that train models.
+@pytest.fixture(autouse=True, scope='module')
 def _needs_mmpretrain(request):
     if not getattr(request.module, 'NEEDS_MMPRETRAIN', True) or mmpretrain_registered():
         return
