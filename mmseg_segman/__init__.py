@@ -3,7 +3,7 @@
 Importing this package applies the dependency shims of :mod:`mmseg_segman.compat` (inert on a
 full install) and registers every module into MMSegmentation's registries.
 """
-from . import compat  # noqa: F401  (must run before anything imports mmseg)
+from . import compat  # noqa: F401,I001  (first: before anything imports mmseg; order matters)
 from . import datasets  # noqa: F401  (data checks: LoadCheckedAnnotations, dataset wrappers)
 from . import engine  # noqa: F401  (registers the training hooks)
 from . import models  # noqa: F401
