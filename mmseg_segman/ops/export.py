@@ -11,7 +11,7 @@ usual and never checks the switch itself.
 """
 import torch
 
-__all__ = ['is_exporting']
+__all__ = ['is_exporting', 'caches_allowed']
 
 
 def is_exporting() -> bool:
@@ -24,3 +24,13 @@ def is_exporting() -> bool:
         return True
     is_export = getattr(getattr(torch, 'compiler', None), 'is_exporting', None)
     return bool(is_export is not None and is_export())
+
+
+def caches_allowed() -> bool:
+    """False while a graph is being recorded (``torch.jit.trace``, as FLOP counters use it;
+    graph export; ``torch.compile``): tensors kept from an earlier call (index plans, RoPE
+    tables, resized biases) would enter that graph as values of another graph."""
+    if torch.jit.is_tracing() or is_exporting():
+        return False
+    compiling = getattr(getattr(torch, 'compiler', None), 'is_compiling', None)
+    return not (compiling is not None and compiling())

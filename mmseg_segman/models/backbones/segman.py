@@ -21,6 +21,8 @@ from mmengine.model.weight_init import constant_init, trunc_normal_init
 from mmseg.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from mmseg_segman.ops.export import caches_allowed
+
 from ..layers.ffn import DepthwiseConvFFN
 from ..layers.layer_scale import LayerScale2d
 from ..layers.norm import LayerNorm2d
@@ -97,11 +99,12 @@ class LASSAttention(BaseModule):
         # (one size) until the parameter changes (its version counter or storage).
         key = (num_tokens, bias.data_ptr(), bias._version, bias.dtype, bias.device)
         cached = getattr(self, '_resized_bias', None)
-        if not torch.is_grad_enabled() and cached is not None and cached[0] == key:
+        use_cache = not torch.is_grad_enabled() and caches_allowed()
+        if use_cache and cached is not None and cached[0] == key:
             return cached[1]
         resized = F.interpolate(bias[None], size=(num_tokens, num_tokens), mode='bicubic',
                                 align_corners=False)[0]
-        if not torch.is_grad_enabled():
+        if use_cache:
             self._resized_bias = (key, resized)
         return resized
 

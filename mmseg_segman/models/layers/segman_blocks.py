@@ -11,6 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmseg_segman.ops import na2d
+from mmseg_segman.ops.export import caches_allowed
 
 
 class RoPE2d(nn.Module):
@@ -41,6 +42,8 @@ class RoPE2d(nn.Module):
         The tables depend on the size only and are cached per size (the last few sizes);
         callers must not modify them in place."""
         angle = self.angle
+        if not caches_allowed():
+            return self._compute(height, width)
         key = (height, width, angle.device, angle.dtype, angle.data_ptr(), angle._version)
         tables = self._tables.get(key)
         if tables is None:

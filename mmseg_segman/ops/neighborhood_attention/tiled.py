@@ -16,6 +16,7 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
+from ..export import caches_allowed
 from .common import _bias_index, bias_table, window_start
 
 __all__ = ['na2d_qk_tiled', 'na2d_av_tiled']
@@ -174,7 +175,7 @@ _PLAN_CACHE_BYTES = 64 * 2**20
 def _plans(H, W, N, kernel_size, element_size, device):
     """(n_chunk, [plan of each band of tile rows]) of an undilated H x W grid, N items."""
     key = (H, W, N, kernel_size, _TILE, element_size, str(device))
-    hit = _PLAN_CACHE.get(key)
+    hit = _PLAN_CACHE.get(key) if caches_allowed() else None
     if hit is not None:
         _PLAN_CACHE.move_to_end(key)
         return hit[0], hit[1]
@@ -193,7 +194,7 @@ def _plans(H, W, N, kernel_size, element_size, device):
 def _cache_put(key, entry):
     """Store ``entry`` (its last item: its bytes) unless it alone exceeds the cap; drop the
     least recently used entries beyond the cap."""
-    if entry[-1] > _PLAN_CACHE_BYTES:
+    if entry[-1] > _PLAN_CACHE_BYTES or not caches_allowed():
         return
     _PLAN_CACHE[key] = entry
     while sum(v[-1] for v in _PLAN_CACHE.values()) > _PLAN_CACHE_BYTES:
@@ -292,7 +293,7 @@ def _bias_flat_index(H, W, kernel_size, dilation, device):
     """Flat rpb entry of every (query, window key), (H * W * k * k,) int32 (index_select takes
     it and it halves the cached bytes); cached with the index plans."""
     key = ('rpb', H, W, kernel_size, dilation, str(device))
-    hit = _PLAN_CACHE.get(key)
+    hit = _PLAN_CACHE.get(key) if caches_allowed() else None
     if hit is not None:
         _PLAN_CACHE.move_to_end(key)
         return hit[0]
