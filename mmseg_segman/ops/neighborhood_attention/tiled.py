@@ -233,6 +233,16 @@ def _over_subgrids(kernel, inputs, kernel_size, dilation, out_dims):
     return results
 
 
+def _in_common_dtype(*tensors: Tensor) -> tuple:
+    """The tensors in their promoted dtype. Under autocast the forward matmuls ran in the
+    autocast dtype, but the backward runs without autocast and receives, e.g., float32
+    softmax weights next to bfloat16 values; no-op casts when the dtypes agree."""
+    dtype = tensors[0].dtype
+    for t in tensors[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return tuple(t.to(dtype) for t in tensors)
+
+
 class _NA2DQK(torch.autograd.Function):
     """q.k over each neighborhood; saves only q and k for the backward pass."""
 
@@ -248,9 +258,9 @@ class _NA2DQK(torch.autograd.Function):
     def backward(ctx, grad_attn):
         q, k = ctx.saved_tensors
         D = q.shape[-1]
-        grad_q, grad_k = _over_subgrids(_qk_bwd, (q, k, grad_attn), ctx.kernel_size,
-                                        ctx.dilation, (D, D))
-        return grad_q, grad_k, None, None
+        grad_q, grad_k = _over_subgrids(_qk_bwd, _in_common_dtype(q, k, grad_attn),
+                                        ctx.kernel_size, ctx.dilation, (D, D))
+        return grad_q.to(q.dtype), grad_k.to(k.dtype), None, None
 
 
 class _NA2DAV(torch.autograd.Function):
@@ -266,9 +276,10 @@ class _NA2DAV(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         attn, v = ctx.saved_tensors
-        grad_attn, grad_v = _over_subgrids(_av_bwd, (attn, v, grad_out), ctx.kernel_size,
-                                           ctx.dilation, (attn.shape[-1], v.shape[-1]))
-        return grad_attn, grad_v, None, None
+        grad_attn, grad_v = _over_subgrids(_av_bwd, _in_common_dtype(attn, v, grad_out),
+                                           ctx.kernel_size, ctx.dilation,
+                                           (attn.shape[-1], v.shape[-1]))
+        return grad_attn.to(attn.dtype), grad_v.to(v.dtype), None, None
 
 
 def na2d_qk_tiled(q: Tensor, k: Tensor, kernel_size: int, dilation: int = 1,
