@@ -15,8 +15,14 @@ import torch.nn as nn
 from mmengine.config import Config
 
 from mmseg_segman.ops import na2d_av, na2d_qk, selective_scan_fn
-from mmseg_segman.utils import (custom_op_handles, flop_analyzer, na2d_av_flops, na2d_qk_flops,
-                                sdpa_flops, selective_scan_flops)
+from mmseg_segman.utils import (
+    custom_op_handles,
+    flop_analyzer,
+    na2d_av_flops,
+    na2d_qk_flops,
+    sdpa_flops,
+    selective_scan_flops,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location(
