@@ -18,6 +18,9 @@ imports:
   ``register_all_modules`` import them): once the outermost mmseg import under way has
   finished, the whole package is imported, which registers its models, transforms and
   hooks; so a config without ``custom_imports`` still builds.
+* ``mmengine`` (once its ``__init__``, which imports ``mmengine.config``, has run): the same,
+  for scripts that parse a config before they import mmcv (MMSeg's ``tools/train.py``), so
+  ``_base_ = ['mmseg_segman::...']`` resolves there.
 * ``torch``: ``torch.load`` is wrapped until its first call, which loads compat (for the
   checkpoint allow-list) and then restores the original function. Scripts that use only
   torch, such as MMSeg's ``misc/publish_model.py``, can then read mmengine checkpoints.
@@ -254,7 +257,10 @@ def install():
     """
     if disabled() or any(_is_autoload_finder(f) for f in sys.meta_path):
         return None
-    hooks = {'mmcv': _after_mmcv, 'torch': _after_torch, PACKAGE: _after_package}
+    # mmengine (after its __init__, which imports mmengine.config): scripts parse a config
+    # (``mmseg_segman::`` bases) before they import mmcv.
+    hooks = {'mmcv': _after_mmcv, 'mmengine': _after_mmcv, 'torch': _after_torch,
+             PACKAGE: _after_package}
     finder = AutoloadFinder({k: v for k, v in hooks.items() if k not in sys.modules},
                             register=PACKAGE not in sys.modules)
     if finder.hooks or finder.register_pending:

@@ -679,6 +679,10 @@ def enable_package_scoped_configs():
     Returns:
         bool: True if mmengine's lookups were replaced, False if pkg_resources exists.
     """
+    # mmengine accepts only the scopes listed in MODULE2PACKAGE: ``mmseg_segman::`` bases
+    # (the configs this package installs under mmseg_segman/.mim) need the entry too.
+    from mmengine.config.utils import MODULE2PACKAGE
+    MODULE2PACKAGE.setdefault('mmseg_segman', 'mmseg_segman')
     if importlib.util.find_spec('pkg_resources') is not None:
         return False
     import mmengine.config.config as config_module

@@ -203,6 +203,16 @@ def test_transform_without_custom_imports_builds(tmp_path):
 
 
 # ------------------------------------------------------------------- MMSeg's own scripts
+def test_mmseg_scripts_resolve_package_scoped_bases(tmp_path):
+    """MMSeg's scripts parse the config before importing mmcv or mmseg: the hook must make
+    ``mmseg_segman::`` bases resolvable at mmengine.config's import already."""
+    cfg = tmp_path / 'my_segman.py'
+    cfg.write_text("_base_ = ['mmseg_segman::segman/segman-t_ade20k.py']\n"
+                   'model = dict(decode_head=dict(num_classes=7))\n')
+    out = ok(python([MMSEG_TOOLS / 'misc' / 'print_config.py', cfg], tmp_path))
+    assert "type='SegMANEncoder'" in out and 'num_classes=7' in out
+
+
 def test_print_config_on_a_plugin_config(tmp_path):
     out = ok(python([MMSEG_TOOLS / 'misc' / 'print_config.py', SEGMAN_T, '--graph'],
                     tmp_path))
