@@ -28,7 +28,8 @@ the same task, size and thread count (the baseline is always added). Threads are
 
 Memory (``--memory``): each (model, task, size) runs in a fresh subprocess (1 thread) that
 builds the model, makes the inputs, reads its resident set size, runs two calls (warm-up and
-one more) and reads its RSS high-water mark (``getrusage`` ``ru_maxrss``). Reported are the
+one more) and reads its RSS high-water mark (``VmHWM`` of ``/proc/self/status``; ``getrusage``'s
+``ru_maxrss`` would report the parent's, which Linux carries over fork and exec). Reported are the
 peak RSS of that process (imports and model included) and the growth of the high-water mark
 over the RSS before the first call ("extra": what the forward or training step itself needs).
 No tracemalloc: it does not see torch's allocations.
@@ -406,8 +407,21 @@ def memory_child(args):
     before = _rss_bytes()
     call()
     call()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-    print(json.dumps(dict(before_mib=before / 2**20, peak_mib=peak / 2**20)))
+    print(json.dumps(dict(before_mib=before / 2**20, peak_mib=_peak_rss_bytes() / 2**20)))
+
+
+def _peak_rss_bytes():
+    """This process's RSS high-water mark. /proc's VmHWM belongs to the process's own address
+    space; ``getrusage``'s ru_maxrss is not usable in a child: Linux carries the parent's
+    high-water mark over fork and exec."""
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('VmHWM:'):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 
 def measure_memory(args):
