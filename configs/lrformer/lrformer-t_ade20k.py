@@ -20,3 +20,24 @@ model = dict(
 train_dataloader = dict(batch_size=4)
 optim_wrapper = dict(clip_grad=dict(max_norm=35, norm_type=2))
 total_batch_size = 32  # the recipe's total, checked by BatchSizeCheckHook
+# Multi-scale + flip test (`--tta`) in LRFormer's official MMSeg 1.x form (yuhuan-wu/LRFormer
+# @ 59f2764, configs_local/_base_/datasets/ade20k.py, tta_pipeline): each ratio scales
+# the original image (Resize scale_factor=r), no alignment to 32; the S/B/L configs inherit
+# it. It replaces the dataset base's SegMAN/SegNeXt protocol (rescale to fit (2048r, ...)).
+tta_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=None),
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [
+                dict(type='Resize', scale_factor=r, keep_ratio=True)
+                for r in [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+            ],
+            [
+                dict(type='RandomFlip', prob=0., direction='horizontal'),
+                dict(type='RandomFlip', prob=1., direction='horizontal')
+            ],
+            [dict(type='LoadCheckedAnnotations', reduce_zero_label=True)],
+            [dict(type='PackSegInputs')],
+        ])
+]

@@ -34,6 +34,21 @@ test_pipeline = [
     dict(type='LoadCheckedAnnotations', reduce_zero_label=True),
     dict(type='PackSegInputs')
 ]
+# Multi-scale + flip test (`tools/test.py --tta`), as the official SegMAN and SegNeXt
+# repositories run it (MMSeg 0.x `MultiScaleFlipAug`, switched on by `--aug-test`):
+#   yunxiangfu2001/SegMAN @ 9ced66a, segmentation/local_configs/_base_/datasets/
+#     ade20k_repeat.py: img_scale=(2048, 512), AlignedResize(keep_ratio=True,
+#     size_divisor=32); segmentation/tools/test.py (--aug-test: the six ratios below,
+#     flip=True); segmentation/mmseg/datasets/pipelines/test_time_aug.py (each ratio's
+#     scale is (int(2048 * r), int(512 * r))) and .../pipelines/transforms.py
+#     (AlignedResize: mmcv.imrescale, then each side rounded up to a multiple of 32).
+#   Visual-Attention-Network/SegNeXt @ c87bcae, local_configs/_base_/datasets/
+#     ade20k_repeat.py: img_scale=(2048, 512), Resize(keep_ratio=True) then
+#     ResizeToMultiple(size_divisor=32); tools/test.py --aug-test as SegMAN's.
+# So each ratio r rescales the image to fit inside (2048r, 512r) (long, short edge;
+# mmcv.imrescale, which MMSeg 1.x's Resize(scale, keep_ratio=True) calls), then to
+# multiples of 32; ratio 1.0 is the single-scale test above. LRFormer's configs override
+# this with their official MMSeg 1.x form (the original image times r).
 img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
 tta_pipeline = [
     dict(type='LoadImageFromFile', backend_args=None),
@@ -41,9 +56,10 @@ tta_pipeline = [
         type='TestTimeAug',
         transforms=[
             [
-                dict(type='Resize', scale_factor=r, keep_ratio=True)
+                dict(type='Resize', scale=(int(2048 * r), int(512 * r)), keep_ratio=True)
                 for r in img_ratios
             ],
+            [dict(type='ResizeToMultiple', size_divisor=32)],
             [
                 dict(type='RandomFlip', prob=0., direction='horizontal'),
                 dict(type='RandomFlip', prob=1., direction='horizontal')

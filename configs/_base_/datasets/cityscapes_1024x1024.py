@@ -32,6 +32,20 @@ test_pipeline = [
     dict(type='LoadCheckedAnnotations'),
     dict(type='PackSegInputs')
 ]
+# Multi-scale + flip test (`tools/test.py --tta`), as the official SegMAN and SegNeXt
+# repositories run it (MMSeg 0.x `MultiScaleFlipAug`, switched on by `--aug-test`):
+#   yunxiangfu2001/SegMAN @ 9ced66a, segmentation/local_configs/_base_/datasets/
+#     cityscapes_1024x1024_repeat.py, and Visual-Attention-Network/SegNeXt @ c87bcae,
+#     local_configs/_base_/datasets/cityscapes_1024x1024_repeat.py: both
+#     img_scale=(2048, 1024), Resize(keep_ratio=True), no alignment to 32; --aug-test in
+#     each tools/test.py sets the six ratios below and flip=True, and MultiScaleFlipAug
+#     (mmseg/datasets/pipelines/test_time_aug.py in each) makes each ratio's scale
+#     (int(2048 * r), int(1024 * r)).
+# So each ratio r rescales the image to fit inside (2048r, 1024r) (long, short edge;
+# mmcv.imrescale, as MMSeg 1.x's Resize(scale, keep_ratio=True)); ratio 1.0 is the
+# single-scale test above; the model's test_cfg (sliding windows where a config sets
+# them) runs on every branch. LRFormer's configs override this with their official
+# MMSeg 1.x form (the original image times r).
 img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
 tta_pipeline = [
     dict(type='LoadImageFromFile', backend_args=None),
@@ -39,7 +53,7 @@ tta_pipeline = [
         type='TestTimeAug',
         transforms=[
             [
-                dict(type='Resize', scale_factor=r, keep_ratio=True)
+                dict(type='Resize', scale=(int(2048 * r), int(1024 * r)), keep_ratio=True)
                 for r in img_ratios
             ],
             [

@@ -33,6 +33,20 @@ test_pipeline = [
     dict(type='LoadCheckedAnnotations'),
     dict(type='PackSegInputs')
 ]
+# Multi-scale + flip test (`tools/test.py --tta`), as the official SegMAN and SegNeXt
+# repositories run it (MMSeg 0.x `MultiScaleFlipAug`, switched on by `--aug-test`; see
+# ade20k.py for the test-time-aug and test.py files read):
+#   yunxiangfu2001/SegMAN @ 9ced66a, segmentation/local_configs/_base_/datasets/
+#     coco-stuff164k.py: img_scale=(2048, 512), Resize(keep_ratio=True) then
+#     AlignedResize(keep_ratio=True, size_divisor=32) (the second rescale to the same
+#     scale leaves the size unchanged, then aligns).
+#   Visual-Attention-Network/SegNeXt @ c87bcae, local_configs/_base_/datasets/
+#     coco-stuff164k.py: img_scale=(2048, 512), Resize(keep_ratio=True) then
+#     ResizeToMultiple(size_divisor=32).
+# So each ratio r rescales the image to fit inside (2048r, 512r) (long, short edge;
+# mmcv.imrescale, as MMSeg 1.x's Resize(scale, keep_ratio=True)), then to multiples of 32;
+# ratio 1.0 is the single-scale test above. LRFormer's configs override this with their
+# official MMSeg 1.x form (the original image times r).
 img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
 tta_pipeline = [
     dict(type='LoadImageFromFile', backend_args=None),
@@ -40,9 +54,10 @@ tta_pipeline = [
         type='TestTimeAug',
         transforms=[
             [
-                dict(type='Resize', scale_factor=r, keep_ratio=True)
+                dict(type='Resize', scale=(int(2048 * r), int(512 * r)), keep_ratio=True)
                 for r in img_ratios
             ],
+            [dict(type='ResizeToMultiple', size_divisor=32)],
             [
                 dict(type='RandomFlip', prob=0., direction='horizontal'),
                 dict(type='RandomFlip', prob=1., direction='horizontal')

@@ -29,6 +29,29 @@ test_pipeline = [
     dict(type='LoadCheckedAnnotations'),
     dict(type='PackSegInputs')
 ]
+# Multi-scale + flip test (`tools/test.py --tta`) in the SegMAN/SegNeXt protocol of the
+# paper datasets (MMSeg 0.x MultiScaleFlipAug, see ade20k.py): each ratio r rescales the
+# image to fit inside (128r, 128r), so ratio 1.0 is the single-scale test above; each
+# scale is tested unflipped and flipped and the predictions averaged (SegTTAModel,
+# `tta_model` in default_runtime.py).
+img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+tta_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=None),
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [
+                dict(type='Resize', scale=(int(128 * r), int(128 * r)), keep_ratio=True)
+                for r in img_ratios
+            ],
+            [
+                dict(type='RandomFlip', prob=0., direction='horizontal'),
+                dict(type='RandomFlip', prob=1., direction='horizontal')
+            ],
+            [dict(type='LoadCheckedAnnotations')],
+            [dict(type='PackSegInputs')],
+        ])
+]
 train_dataloader = dict(
     batch_size=8,
     num_workers=2,
