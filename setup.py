@@ -1,12 +1,7 @@
 import os
 
-from setuptools import Command, find_packages, setup
+from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
-
-try:
-    from setuptools.command.build import build
-except ImportError:  # setuptools < 62.4
-    from distutils.command.build import build
 
 
 def read_version():
@@ -17,51 +12,16 @@ def read_version():
 
 
 def read_requirements(path):
+    """Requirement lines of a pip requirements file, following its `-r FILE` includes."""
+    out = []
     with open(path) as f:
-        return [ln.split('#')[0].strip() for ln in f if ln.split('#')[0].strip()]
-
-
-class build_autoload_pth(Command):
-    """Write mmseg_segman_autoload.pth (mmseg_segman/_autoload.py) into site-packages.
-
-    A plain build puts it at the root of build_lib, hence of the wheel. An editable
-    install (PEP 660) ignores build_lib, so there it goes straight into the unpacked
-    editable wheel, which is the install command's install_lib during that build.
-    """
-    description = 'write the autoload .pth file'
-    user_options = []
-    editable_mode = False
-
-    def initialize_options(self):
-        self.build_lib = None
-
-    def finalize_options(self):
-        self.set_undefined_options('build', ('build_lib', 'build_lib'))
-
-    def _target(self):
-        root = (self.get_finalized_command('install').install_lib
-                if self.editable_mode else self.build_lib)
-        return os.path.join(root, self._constant('PTH_NAME'))
-
-    @staticmethod
-    def _constant(name):
-        scope = {}  # the module defines constants and functions only (standard library)
-        with open('mmseg_segman/_autoload.py') as f:
-            exec(f.read(), scope)
-        return scope[name]
-
-    def run(self):
-        target = self._target()
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        with open(target, 'w') as f:
-            f.write(self._constant('PTH_CONTENT'))
-
-    def get_outputs(self):
-        return [self._target()]
-
-
-class build_with_autoload(build):
-    sub_commands = build.sub_commands + [('build_autoload_pth', None)]
+        for line in f:
+            line = line.split('#')[0].strip()
+            if line.startswith('-r '):
+                out += read_requirements(os.path.join(os.path.dirname(path), line[3:].strip()))
+            elif line and not line.startswith('-'):
+                out.append(line)
+    return out
 
 
 # Files shipped in the package under mmseg_segman/.mim, MMSeg's layout: MMEngine resolves
@@ -101,9 +61,17 @@ setup(
     long_description=open('README.md').read(),
     long_description_content_type='text/markdown',
     packages=find_packages(include=['mmseg_segman', 'mmseg_segman.*']),
-    python_requires='>=3.8',
+    python_requires='>=3.10',
     install_requires=read_requirements('requirements/runtime.txt'),
     extras_require={
+        # The OpenMMLab stack. Neither is forced on a user (both provide the import names
+        # mmengine, mmcv, mmseg): the maintained continuation (default, tested in CI) ...
+        'onedl': ['onedl-mmengine>=0.10.12', 'onedl-mmcv>=2.3.6', 'onedl-mmsegmentation>=1.4.2'],
+        # ... or the last upstream releases (mmcv: full `mmcv` from OpenMMLab's wheel index
+        # for GPUs; mmcv-lite here, which the plugin's tools complete; docs/get_started.md).
+        'openmmlab': ['mmengine>=0.10.0,<1.0.0', 'mmsegmentation>=1.2.2,<1.3'],
+        # What tools/deployment/pytorch2onnx.py needs, and nothing of the test toolchain.
+        'deploy': read_requirements('requirements/deploy.txt'),
         # Optional accelerators; never required for import, training or tests.
         # They compile CUDA code by default: see docs/get_started.md.
         'mamba': ['mamba-ssm>=2.2', 'causal-conv1d>=1.4'],
@@ -115,6 +83,5 @@ setup(
         'classification': ['mmpretrain>=1.2.0,<1.3', 'torchvision'],
     },
     license='Apache-2.0',
-    cmdclass={'build': build_with_autoload, 'build_autoload_pth': build_autoload_pth,
-              'build_py': build_py_with_mim},
+    cmdclass={'build_py': build_py_with_mim},
 )

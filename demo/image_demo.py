@@ -10,18 +10,13 @@ installation, not the predictions.
 """
 import argparse
 import os.path as osp
-import sys
 import warnings
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-if REPO_ROOT not in sys.path:  # a checkout's package wins over an installed copy
-    sys.path.insert(0, REPO_ROOT)
+import torch
+from mmseg.apis import inference_model, init_model, show_result_pyplot
 
-import mmseg_segman  # noqa: E402,F401,I001  (compat shims and registration before mmseg builds)
-import torch  # noqa: E402
-from mmseg.apis import inference_model, init_model, show_result_pyplot  # noqa: E402
-
-from mmseg_segman.apis import dataset_meta_from_config  # noqa: E402
+import mmseg_segman  # noqa: F401  (registers the plugin's modules)
+from mmseg_segman.apis import dataset_meta_from_config
 
 
 def parse_args(argv=None):

@@ -15,7 +15,7 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 
-from .checkpoint import CheckpointMismatchError, read_state_dict
+from .utils.checkpoint import CheckpointMismatchError, read_state_dict
 
 __all__ = ['ConversionReport', 'convert_checkpoint', 'describe', 'save_converted', 'main',
            'FAMILIES']
@@ -53,7 +53,7 @@ def _segnext_key(key: str) -> str:
 def _variants(family: str) -> List[str]:
     from mmseg.registry import MODELS
 
-    import mmseg_segman.models  # noqa: F401  (registers the backbones)
+    from . import models  # noqa: F401  (registers the backbones)
     return list(MODELS.get(FAMILIES[family][0]).arch_settings)
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create (or reuse) the virtual environment .venv in the repository and install the
-# pinned CPU stack plus this package (editable, with its autoload .pth: MMSeg's own
-# entry points then work without `import mmseg_segman`). With --tests, also the test
+# pinned CPU stack (requirements.txt: torch and the maintained onedl-* OpenMMLab packages)
+# plus this package (editable; nothing else: no .pth, no import hook). With --tests, also the test
 # tools, the dataset-preparation extras (requirements/datasets.txt) and the optional
 # accelerators that serve as test oracles (natten, mamba-ssm). Every pip call is bound by
 # requirements/constraints.txt, the exact versions tested together.
@@ -33,7 +33,7 @@ if [[ "${1:-}" == "--classification" ]]; then
     fi
     CLS_STAMP="$CLS_VENV/.mmseg_segman_install_cls"
     CLS_HASH="$(cat requirements/classification.txt requirements/tests.txt tools/install.sh \
-                setup.py mmseg_segman/_autoload.py | sha256sum | cut -d' ' -f1)"
+                setup.py | sha256sum | cut -d' ' -f1)"
     if [[ -f "$CLS_STAMP" && "$(cat "$CLS_STAMP")" == "$CLS_HASH" ]]; then
         echo "[install] $CLS_VENV is up to date"
         exit 0
@@ -44,6 +44,30 @@ if [[ "${1:-}" == "--classification" ]]; then
     "$CLS_VENV/bin/python" -m pip install --quiet --no-build-isolation --no-deps -e .
     echo "$CLS_HASH" > "$CLS_STAMP"
     echo "[install] $CLS_VENV done"
+    exit 0
+fi
+
+# --frozen: the frozen OpenMMLab stack users run on GPUs (requirements/frozen.txt: torch
+# 2.1.2, numpy 1.26, mmengine 0.10.7, mmcv-lite 2.1.0, mmsegmentation 1.2.2) in .venv-frozen,
+# with this package (editable) and pytest: the second CI stage. About 2-3 min from scratch
+# (torch 2.1.2 from PyPI is the CUDA build, ~2.5 GB); a matching stamp skips pip.
+if [[ "${1:-}" == "--frozen" ]]; then
+    FZ_VENV=.venv-frozen
+    if [[ ! -x $FZ_VENV/bin/python ]]; then
+        echo "[install] creating virtual environment $REPO/$FZ_VENV"
+        "${PYTHON:-python3}" -m venv "$FZ_VENV"
+    fi
+    FZ_STAMP="$FZ_VENV/.mmseg_segman_install_frozen"
+    FZ_HASH="$(cat requirements/frozen.txt tools/install.sh setup.py | sha256sum | cut -d' ' -f1)"
+    if [[ -f "$FZ_STAMP" && "$(cat "$FZ_STAMP")" == "$FZ_HASH" ]]; then
+        echo "[install] $FZ_VENV is up to date"
+        exit 0
+    fi
+    echo "[install] $FZ_VENV: requirements/frozen.txt (torch 2.1.2, mmengine 0.10.7, mmseg 1.2.2)"
+    "$FZ_VENV/bin/python" -m pip install --quiet -r requirements/frozen.txt
+    "$FZ_VENV/bin/python" -m pip install --quiet --no-build-isolation --no-deps -e .
+    echo "$FZ_HASH" > "$FZ_STAMP"
+    echo "[install] $FZ_VENV done"
     exit 0
 fi
 
@@ -59,7 +83,6 @@ fi
 
 STAMP=".venv/.mmseg_segman_install_$WITH_TESTS"
 HASH="$(cat requirements.txt requirements/*.txt tools/install.sh setup.py \
-        mmseg_segman/_autoload.py \
         <(echo "${MMSEG_SEGMAN_NO_ACCELERATORS:-0} ${TORCH_INDEX_URL:-}") \
         | sha256sum | cut -d' ' -f1)"
 # A --tests install includes the plain one.
@@ -83,7 +106,15 @@ else
     echo "[install] $TORCH_PIN from pip's configured index (TORCH_INDEX_URL unset)"
     pip_install "$TORCH_PIN"
 fi
-echo "[install] pinned MMSeg stack"
+# The upstream distributions provide the same import names as the onedl-* ones: a .venv
+# made before the switch must lose them, or both would write into mmengine/, mmcv/, mmseg/.
+for upstream in mmsegmentation mmcv-lite mmcv mmengine; do
+    if python -m pip show --quiet "$upstream" >/dev/null 2>&1; then
+        echo "[install] removing $upstream (replaced by its onedl-* continuation)"
+        python -m pip uninstall --quiet --yes "$upstream"
+    fi
+done
+echo "[install] pinned OpenMMLab stack (onedl-mmengine, onedl-mmcv, onedl-mmsegmentation)"
 pip_install -r requirements.txt
 # Say which build arrived: on a stock PyPI setup it is the CUDA one, which a machine
 # without a GPU can run but never uses (and which pulls several GB of nvidia-* wheels).

@@ -6,16 +6,10 @@ Same arguments as mmpretrain's (``--work-dir``, ``--resume``, ``--amp``, ``--aut
 classification environment (``bash tools/install.sh --classification``, then
 ``.venv-cls/bin/python tools/train_cls.py ...``).
 """
-import os.path as osp
-import sys
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 if __name__ == '__main__':
-    # A checkout runs its own package even if another copy is installed.
-    if REPO_ROOT not in sys.path:
-        sys.path.insert(0, REPO_ROOT)
-    import mmseg_segman  # noqa: F401  (compat shims; registers the encoders in mmpretrain)
+    import mmseg_segman  # noqa: F401  (registers the encoders in mmpretrain)
     from mmseg_segman.classification.tools import run_mmpretrain_tool
 
     run_mmpretrain_tool('train')

@@ -9,6 +9,8 @@ from mmseg.apis import MMSegInferencer as _MMSegInferencer
 from mmseg.registry import DATASETS
 from mmseg.utils import ConfigType
 
+from ..utils.checkpoint_io import weights_only_checkpoints
+from .inference import check_loaded_checkpoint
 from .model_index import find_model, index_root
 
 __all__ = ['MMSegInferencer', 'dataset_meta_from_config']
@@ -38,6 +40,11 @@ class MMSegInferencer(_MMSegInferencer):
             use for rendering.
         device (str, optional): ``'cpu'``, ``'cuda:0'``...; None picks one.
         scope (str): Registry scope the model is built in. Defaults to ``'mmseg'``.
+        strict_load (bool): Refuse ``weights`` that do not fit the model exactly (another
+            class count, family or variant), naming the keys, as ``init_model`` does.
+            False loads the matching weights only. Defaults to True.
+
+    ``weights`` are read weights-only: a file that would run code is refused.
     """
 
     def __init__(self,
@@ -47,9 +54,13 @@ class MMSegInferencer(_MMSegInferencer):
                  palette: Optional[Union[str, List]] = None,
                  dataset_name: Optional[str] = None,
                  device: Optional[str] = None,
-                 scope: Optional[str] = 'mmseg') -> None:
-        super().__init__(model=model, weights=weights, classes=classes, palette=palette,
-                         dataset_name=dataset_name, device=device, scope=scope)
+                 scope: Optional[str] = 'mmseg',
+                 strict_load: bool = True) -> None:
+        self.strict_load = strict_load
+        self._weights = weights
+        with weights_only_checkpoints():
+            super().__init__(model=model, weights=weights, classes=classes, palette=palette,
+                             dataset_name=dataset_name, device=device, scope=scope)
 
     def _load_model_from_metafile(self, model: str) -> Tuple[Config, Optional[str]]:
         entry = find_model(model)
@@ -68,6 +79,9 @@ class MMSegInferencer(_MMSegInferencer):
     def _load_weights_to_model(self, model: nn.Module, checkpoint: Optional[dict],
                                cfg: Optional[ConfigType]) -> None:
         if checkpoint is not None:
+            if self.strict_load:
+                check_loaded_checkpoint(model, checkpoint, str(self._weights),
+                                        what='use it (strict_load=False)')
             super()._load_weights_to_model(model, checkpoint, cfg)
             return
         name, url = getattr(self, '_published_weights', (None, None))

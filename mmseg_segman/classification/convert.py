@@ -30,6 +30,7 @@ from mmseg_segman.utils.checkpoint import (
     CheckpointMismatchError,
     StateDictSource,
     check_local_file,
+    load_state_dict_checked,
     read_state_dict,
 )
 
@@ -40,7 +41,6 @@ __all__ = [
 
 BACKBONE_PREFIX = 'backbone.'
 HEAD_PREFIX = 'head.'
-_SHOWN = 5
 
 
 def _backbone_class(backbone: Union[str, type, nn.Module]) -> type:
@@ -117,11 +117,6 @@ def mmpretrain_to_official(state_dict: Mapping[str, torch.Tensor],
     return out
 
 
-def _shown(keys) -> str:
-    more = len(keys) - _SHOWN
-    return ', '.join(keys[:_SHOWN]) + (f' and {more} more' if more > 0 else '')
-
-
 def load_classifier_weights(model: nn.Module,
                             checkpoint: Union[str, dict],
                             map_location: str = 'cpu') -> StateDictSource:
@@ -161,34 +156,13 @@ def load_classifier_weights(model: nn.Module,
     if not is_mmpretrain_layout(state_dict):
         state_dict = official_to_mmpretrain(state_dict, backbone)
         layout = 'official'
-    own = model.state_dict()
-    mismatched = [f'{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}'
-                  for k, v in state_dict.items() if k in own and v.shape != own[k].shape]
-    if mismatched:
-        raise CheckpointMismatchError(
-            f'{name} does not fit this {type(backbone).__name__} classifier (another variant or '
-            f'num_classes?): {len(mismatched)} shape mismatches: {_shown(mismatched)}')
-    try:
-        result = model.load_state_dict(state_dict, strict=False)
-    except RuntimeError as err:  # shape mismatches of keys renamed while loading
-        raise CheckpointMismatchError(
-            f'{name} does not fit this {type(backbone).__name__} classifier (another variant or '
-            f'num_classes?): {" ".join(str(err).split())}') from err
-    problems = []
-    if result.missing_keys:
-        problems.append(f'{len(result.missing_keys)} weights of the model are not in the file '
-                        f'({_shown(result.missing_keys)})')
-    if result.unexpected_keys:
-        problems.append(f'{len(result.unexpected_keys)} keys of the file are not in the model '
-                        f'({_shown(result.unexpected_keys)})')
-    if problems:
-        prefix = classifier_prefix(backbone)
-        raise CheckpointMismatchError(
-            f'{name} ({found.source}, {layout or "mmpretrain"} layout) does not match the '
-            f'{type(backbone).__name__} classifier: ' + '; '.join(problems) +
-            f". Expected the authors' ImageNet file (encoder keys without prefix, classifier "
-            f"under {prefix!r}) or an mmpretrain checkpoint (backbone.*, head.*) of this "
-            'variant and num_classes')
+    prefix = classifier_prefix(backbone)
+    load_state_dict_checked(
+        model, state_dict, f'{name} ({found.source}, {layout or "mmpretrain"} layout)',
+        what=f'the {type(backbone).__name__} classifier',
+        hint=("Expected the authors' ImageNet file (encoder keys without prefix, classifier "
+              f"under {prefix!r}) or an mmpretrain checkpoint (backbone.*, head.*) of this "
+              'variant and num_classes'))
     return StateDictSource(OrderedDict(state_dict), found.source, layout)
 
 

@@ -120,7 +120,7 @@ def run_mmpretrain_tool(name: str) -> None:
     The plugin's errors (missing files, checkpoints that do not fit) end the program with one
     ``error:`` line instead of a traceback.
     """
-    from mmseg_segman.compat import PluginError
+    from mmseg_segman.errors import PluginError
     from mmseg_segman.utils.checkpoint import CheckpointMismatchError
 
     from . import require_mmpretrain

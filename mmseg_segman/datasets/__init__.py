@@ -1,14 +1,14 @@
-"""Data checks: :class:`LoadCheckedAnnotations` and the dataset-level checks.
-
-Importing this package registers the transform into MMSeg's ``TRANSFORMS`` and wraps
-``BaseSegDataset`` (:func:`~.checks.install_dataset_checks`).
-"""
-from .checks import DataCheckError, describe_file_problem, install_dataset_checks
-from .transforms import LoadCheckedAnnotations, check_finite_image, check_label_values
+"""Data checks: checked loading transforms and the dataset-level checks."""
+from .checks import DataCheckError, bind_num_classes, check_dataset_folders, describe_file_problem
+from .transforms import (
+    LoadCheckedAnnotations,
+    LoadCheckedImageFromFile,
+    check_finite_image,
+    check_label_values,
+)
 
 __all__ = [
-    'DataCheckError', 'describe_file_problem', 'install_dataset_checks',
-    'LoadCheckedAnnotations', 'check_finite_image', 'check_label_values'
+    'DataCheckError', 'describe_file_problem', 'bind_num_classes', 'check_dataset_folders',
+    'LoadCheckedImageFromFile', 'LoadCheckedAnnotations', 'check_finite_image',
+    'check_label_values'
 ]
-
-install_dataset_checks()

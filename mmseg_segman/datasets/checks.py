@@ -1,34 +1,23 @@
-"""Dataset-level checks on MMSeg's ``BaseSegDataset`` (and so every MMSeg dataset).
+"""Dataset checks that need the dataset, not one sample.
 
-:func:`install_dataset_checks` wraps two methods of ``BaseSegDataset``:
+* :func:`bind_num_classes` hands a built dataset's number of classes to its
+  :class:`~.transforms.LoadCheckedAnnotations` (``DataCheckHook`` does it for every run).
+* :func:`check_dataset_folders` is the pre-flight check of the plugin's tools: before
+  anything is built, each dataset of a config must have its image folder, holding files
+  with the expected suffix; the message names the folder, the layout and
+  ``docs/datasets.md``.
+* :func:`describe_file_problem` says why an image or annotation file cannot be read.
 
-* ``load_data_list``: a dataset that finds no image raises :class:`DataCheckError`
-  naming the folder, the suffixes and the layout it expects, instead of MMEngine's
-  ``need at least one array to concatenate`` later on.
-* ``prepare_data`` (one sample through the pipeline): it passes ``num_classes`` (from the
-  dataset's classes) to the pipeline for :class:`~.transforms.LoadCheckedAnnotations`, and
-  when a transform fails it names the sample's files. A missing, empty (zero bytes) or
-  undecodable (truncated) image or annotation raises :class:`DataCheckError` with the
-  file and the cause, in place of OpenCV's ``!buf.empty()`` or Pillow's ``image file is
-  truncated``; any other failure keeps its type and gets a note naming the files. The
-  packed input is also checked for NaN / infinite values.
-
-Both cost nothing on the normal path beyond one ``isfinite`` pass over float inputs.
+Nothing here changes MMSeg's dataset classes.
 """
-import functools
 import os
 import os.path as osp
-from typing import Optional
+from typing import Any, Iterator, Optional, Tuple
 
-import torch
+from ..errors import DataCheckError
 
-from ..compat import PluginError
-
-__all__ = ['DataCheckError', 'describe_file_problem', 'install_dataset_checks']
-
-
-class DataCheckError(PluginError):
-    """A dataset file or folder is unusable; the message names it, the cause and the fix."""
+__all__ = ['DataCheckError', 'describe_file_problem', 'bind_num_classes',
+           'check_dataset_folders']
 
 
 def describe_file_problem(path: str) -> Optional[str]:
@@ -58,99 +47,124 @@ def describe_file_problem(path: str) -> Optional[str]:
     return None
 
 
-def _files_of(data_info: dict) -> dict:
-    return {k: data_info[k] for k in ('img_path', 'seg_map_path') if data_info.get(k)}
+def _datasets_of(dataset: Any) -> Iterator[Any]:
+    """A dataset and those it wraps (ConcatDataset, RepeatDataset, ClassBalancedDataset)."""
+    yield dataset
+    for inner in getattr(dataset, 'datasets', None) or []:
+        yield from _datasets_of(inner)
+    inner = getattr(dataset, 'dataset', None)
+    if inner is not None:
+        yield from _datasets_of(inner)
 
 
-def _checked_prepare_data(original):
+def bind_num_classes(dataset: Any) -> int:
+    """Set ``num_classes`` of each ``LoadCheckedAnnotations`` in ``dataset``'s pipeline.
 
-    @functools.wraps(original)
-    def prepare_data(self, idx):
-        data_info = self.get_data_info(idx)
-        classes = self.metainfo.get('classes')
-        if classes:
-            data_info.setdefault('num_classes', len(classes))
-        files = _files_of(data_info)
-        try:
-            data = self.pipeline(data_info)
-        except DataCheckError:
-            raise
-        except Exception as error:
-            for kind, path in files.items():
-                problem = describe_file_problem(path)
-                if problem:
-                    what = 'image' if kind == 'img_path' else 'annotation'
-                    raise DataCheckError(
-                        f'{what} {path} cannot be loaded: {problem}. Re-create, '
-                        f're-download or remove it (sample {idx} of '
-                        f'{type(self).__name__} at {self.data_root or self.data_prefix})'
-                    ) from error
-            if hasattr(error, 'add_note'):
-                error.add_note(f'while loading sample {idx}: ' +
-                               ', '.join(f'{k}={v}' for k, v in files.items()))
-            raise
-        inputs = data.get('inputs') if isinstance(data, dict) else None
-        if isinstance(inputs, torch.Tensor) and inputs.is_floating_point() and \
-                not torch.isfinite(inputs).all():
-            raise DataCheckError(
-                f'image {files.get("img_path", f"of sample {idx}")} has NaN or infinite '
-                f'pixel values after the pipeline: one such pixel makes the whole '
-                f'prediction NaN. Fix or remove the file')
-        return data
+    Only transforms without an explicit ``num_classes`` are changed; the number is
+    ``len(dataset.metainfo['classes'])``.
 
-    prepare_data.__mmseg_segman_checked__ = True
-    return prepare_data
-
-
-def _checked_load_data_list(original):
-
-    @functools.wraps(original)
-    def load_data_list(self):
-        img_dir = self.data_prefix.get('img_path', None)
-        ann_dir = self.data_prefix.get('seg_map_path', None)
-        ann_file = self.ann_file if self.ann_file and not osp.isdir(self.ann_file) else None
-        layout = (f'images {img_dir}/<name>{self.img_suffix}' +
-                  (f' with annotations {ann_dir}/<name>{self.seg_map_suffix}'
-                   if ann_dir else ''))
-        name = type(self).__name__
-        if ann_file is None and img_dir and '://' not in str(img_dir) and \
-                not osp.isdir(img_dir):
-            raise DataCheckError(
-                f'{name}: image folder {img_dir} does not exist (data_root='
-                f'{self.data_root!r}). Expected {layout}; set data_root / data_prefix, '
-                f'or prepare the dataset as docs/get_started.md describes')
-        data_list = original(self)
-        if not data_list:
-            found = ''
-            if img_dir and osp.isdir(img_dir):
-                entries = sorted(os.listdir(img_dir))[:5]
-                found = (f'; it holds {", ".join(entries)}' if entries else '; it is empty')
-            source = f'annotation list {ann_file}' if ann_file else f'folder {img_dir}'
-            raise DataCheckError(
-                f'{name}: no samples found in {source} (looking for *{self.img_suffix} '
-                f'files{found}). Expected {layout}; check data_root, data_prefix and '
-                f'img_suffix / seg_map_suffix')
-        return data_list
-
-    load_data_list.__mmseg_segman_checked__ = True
-    return load_data_list
-
-
-def install_dataset_checks() -> bool:
-    """Wrap ``BaseSegDataset.prepare_data`` / ``load_data_list`` (idempotent).
-
-    Subclasses that override ``load_data_list`` keep their own; every dataset gets the
-    ``prepare_data`` checks unless it overrides that method.
+    Args:
+        dataset: A built dataset (wrappers are followed).
 
     Returns:
-        bool: True.
+        int: How many transforms were given a number.
     """
-    from mmseg.datasets import BaseSegDataset
+    from .transforms import LoadCheckedAnnotations
 
-    if not getattr(BaseSegDataset.__dict__.get('prepare_data'), '__mmseg_segman_checked__',
-                   False):
-        BaseSegDataset.prepare_data = _checked_prepare_data(BaseSegDataset.prepare_data)
-    if not getattr(BaseSegDataset.load_data_list, '__mmseg_segman_checked__', False):
-        BaseSegDataset.load_data_list = _checked_load_data_list(
-            BaseSegDataset.load_data_list)
-    return True
+    bound = 0
+    for ds in _datasets_of(dataset):
+        classes = (getattr(ds, 'metainfo', None) or {}).get('classes')
+        pipeline = getattr(ds, 'pipeline', None)
+        if not classes or pipeline is None:
+            continue
+        for transform in getattr(pipeline, 'transforms', []):
+            if isinstance(transform, LoadCheckedAnnotations) and transform.num_classes is None:
+                transform.num_classes = len(classes)
+                bound += 1
+    return bound
+
+
+_DOCS = 'docs/datasets.md'
+
+
+def _dataset_cfgs(cfg: Any) -> Iterator[Tuple[str, dict]]:
+    for split in ('train', 'val', 'test'):
+        loader = cfg.get(f'{split}_dataloader')
+        if not loader or not isinstance(loader.get('dataset'), dict):
+            continue
+        stack = [(f'{split}_dataloader.dataset', loader['dataset'])]
+        while stack:
+            key, ds = stack.pop()
+            inner = ds.get('dataset')
+            if isinstance(inner, dict):
+                stack.append((f'{key}.dataset', inner))
+            for i, sub in enumerate(ds.get('datasets') or []):
+                if isinstance(sub, dict):
+                    stack.append((f'{key}.datasets.{i}', sub))
+            if 'data_prefix' in ds or 'data_root' in ds:
+                yield key, ds
+
+
+def check_dataset_folders(cfg: Any) -> None:
+    """Fail before anything is built when a dataset's image folder is missing or empty.
+
+    Datasets read from an annotation-list file (``ann_file``) or from remote storage are
+    not checked.
+
+    Args:
+        cfg (mmengine.Config): The config (after ``--cfg-options``).
+
+    Raises:
+        DataCheckError: naming the config key, the folder, what it holds and the layout.
+    """
+    from mmseg.registry import DATASETS
+
+    seen = set()
+    for key, ds in _dataset_cfgs(cfg):
+        root = ds.get('data_root') or ''
+        prefix = ds.get('data_prefix') or {}
+        img_dir = prefix.get('img_path', '')
+        img_dir = osp.join(root, img_dir) if root and not osp.isabs(img_dir) else img_dir
+        ann_file = ds.get('ann_file') or ''
+        if not img_dir or '://' in img_dir or (ann_file and not osp.isdir(
+                osp.join(root, ann_file))) or img_dir in seen:
+            continue
+        seen.add(img_dir)
+        cls = DATASETS.get(ds.get('type', '')) if isinstance(ds.get('type'), str) else None
+        suffix = ds.get('img_suffix') or _default_suffix(cls, 'img_suffix', '.jpg')
+        seg_dir = prefix.get('seg_map_path')
+        layout = (f'images {img_dir}/<name>{suffix}' +
+                  (f' with annotations {osp.join(root, seg_dir)}/<name>'
+                   f'{ds.get("seg_map_suffix") or _default_suffix(cls, "seg_map_suffix", ".png")}'
+                   if seg_dir else ''))
+        if not osp.isdir(img_dir):
+            raise DataCheckError(
+                f'{key}: image folder {img_dir} does not exist (data_root={root!r}). Expected '
+                f'{layout}; set data_root / data_prefix, or prepare the dataset as {_DOCS} '
+                f'describes')
+        if not _holds_suffix(img_dir, suffix):
+            entries = sorted(os.listdir(img_dir))[:5]
+            found = f'it holds {", ".join(entries)}' if entries else 'it is empty'
+            raise DataCheckError(
+                f'{key}: no *{suffix} image in {img_dir} ({found}). Expected {layout}; check '
+                f'data_root, data_prefix and img_suffix, or prepare the dataset as {_DOCS} '
+                f'describes')
+
+
+def _default_suffix(cls: Optional[type], name: str, fallback: str) -> str:
+    import inspect
+
+    if cls is None:
+        return fallback
+    try:
+        default = inspect.signature(cls.__init__).parameters[name].default
+    except (KeyError, TypeError, ValueError):
+        return fallback
+    return default if isinstance(default, str) else fallback
+
+
+def _holds_suffix(folder: str, suffix: str) -> bool:
+    for _, _, files in os.walk(folder):
+        if any(f.endswith(suffix) for f in files):
+            return True
+    return False

@@ -1,4 +1,4 @@
-"""``LoadCheckedAnnotations``: MMSeg's ``LoadAnnotations`` that checks what it loads.
+"""``LoadCheckedImageFromFile`` and ``LoadCheckedAnnotations``: MMSeg's loaders that check.
 
 Bad annotations otherwise fail far from their cause or not at all: an annotation smaller
 than its image is cropped and padded (with 255) out of alignment and only crashes at
@@ -10,12 +10,14 @@ mIoU. Every check here names the file. They cost one pass over the label map
 from typing import Optional
 
 import numpy as np
+from mmcv.transforms import LoadImageFromFile
 from mmseg.datasets.transforms import LoadAnnotations
 from mmseg.registry import TRANSFORMS
 
 from .checks import DataCheckError, describe_file_problem
 
-__all__ = ['LoadCheckedAnnotations', 'check_finite_image', 'check_label_values']
+__all__ = ['LoadCheckedImageFromFile', 'LoadCheckedAnnotations', 'check_finite_image',
+           'check_label_values']
 
 
 def check_finite_image(img: np.ndarray, path: str) -> None:
@@ -68,6 +70,35 @@ def check_label_values(seg: np.ndarray, num_classes: int, ignore_index: int, pat
 
 
 @TRANSFORMS.register_module()
+class LoadCheckedImageFromFile(LoadImageFromFile):
+    """mmcv's ``LoadImageFromFile`` that names the file and the cause when it cannot load.
+
+    A zero-byte, truncated or undecodable image raises
+    :class:`~mmseg_segman.datasets.DataCheckError` (file, cause, what to do) in place of
+    OpenCV's ``!buf.empty()`` or ``failed to load image``; a float image with NaN or
+    infinite pixels is refused too (one such pixel makes the whole prediction NaN).
+
+    Args:
+        **kwargs: ``LoadImageFromFile`` arguments (``to_float32``, ``color_type``,
+            ``imdecode_backend``, ``backend_args``, ``ignore_empty``).
+    """
+
+    def transform(self, results: dict) -> Optional[dict]:
+        path = results.get('img_path')
+        try:
+            loaded = super().transform(results)
+        except Exception as error:
+            problem = describe_file_problem(path)
+            if problem is None:
+                raise
+            raise DataCheckError(f'image {path} cannot be loaded: {problem}. Re-create, '
+                                 f're-download or remove it') from error
+        if loaded is not None:
+            check_finite_image(loaded['img'], path or '<in-memory image>')
+        return loaded
+
+
+@TRANSFORMS.register_module()
 class LoadCheckedAnnotations(LoadAnnotations):
     """``LoadAnnotations`` with file, size and label-value checks.
 
@@ -78,7 +109,8 @@ class LoadCheckedAnnotations(LoadAnnotations):
     * the file is empty, truncated or cannot be decoded;
     * its size differs from its image's (``ori_shape``, set by ``LoadImageFromFile``);
     * a label is outside ``[0, num_classes)`` and is not ``ignore_index``
-      (``num_classes`` comes from the dataset's classes, or from the argument);
+      (``num_classes`` is the argument, else the dataset's number of classes, which
+      ``DataCheckHook`` binds for every run);
     * the image loaded before it is a float image with NaN or infinite pixels.
 
     Without ``seg_map_path`` (inference on plain images) it only checks the image.

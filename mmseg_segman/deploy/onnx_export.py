@@ -66,7 +66,7 @@ def build_segmentor(config, checkpoint=None, cfg_options=None):
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
 
-    import mmseg_segman  # noqa: F401  (compat shims and registration before mmseg builds)
+    import mmseg_segman  # noqa: F401  (registers the plugin's modules)
 
     _check_file(config, 'config')
     if checkpoint is not None and '://' not in checkpoint:
@@ -83,44 +83,20 @@ def build_segmentor(config, checkpoint=None, cfg_options=None):
     return model.cpu().eval(), cfg
 
 
-def _load_weights(model, checkpoint, strict=True):
+def _load_weights(model: nn.Module, checkpoint: str, strict: bool = True) -> None:
     """Load ``checkpoint`` into ``model``; with ``strict``, every key and shape must match.
 
-    The file is read weights-only (:mod:`mmseg_segman.compat`); a refused, unreadable or
-    mismatched file raises a :class:`~mmseg_segman.compat.PluginError` (a ValueError)
-    whose message names the file and the keys.
+    The file is read weights-only; a refused, unreadable or mismatched file raises a
+    :class:`~mmseg_segman.errors.PluginError` (a ValueError) naming the file and the keys.
     """
-    import warnings
+    from mmseg_segman.utils.checkpoint import load_state_dict_checked, read_state_dict
 
-    from mmengine.runner.checkpoint import _load_checkpoint
-
-    from mmseg_segman.engine.strict_load import (
-        STRICT_LOAD_KEY,
-        check_state_dict_matches,
-        state_dict_mismatch,
-    )
-
-    ckpt = _load_checkpoint(checkpoint, map_location='cpu')
-    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict):
-        raise ValueError(f'checkpoint {checkpoint} holds no state dict '
-                         f'(got {type(ckpt).__name__})')
-    state = {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in state.items()}
-    if strict:
-        check_state_dict_matches(
-            model, state, checkpoint,
-            f'To export anyway with only the matching weights (the rest random), pass '
-            f'--cfg-options {STRICT_LOAD_KEY}=False.')
-    else:
-        mismatch = state_dict_mismatch(model, state)
-        if mismatch:
-            warnings.warn(f'checkpoint {checkpoint} ({STRICT_LOAD_KEY}=False): '
-                          f'{len(mismatch.missing)} weights of the model missing, '
-                          f'{len(mismatch.unexpected)} unused, {len(mismatch.shapes)} of '
-                          f'another shape (skipped); those weights stay random')
-        for key, _, _ in mismatch.shapes:
-            del state[key]
-    model.load_state_dict(state, strict=False)
+    state = read_state_dict(checkpoint, auto_prefix=()).state_dict
+    load_state_dict_checked(
+        model, state, checkpoint, strict=strict,
+        hint='Is it a checkpoint of this config (model family, variant, num_classes)? To '
+             'export anyway with only the matching weights (the rest random), pass '
+             '--cfg-options strict_load=False.')
 
 
 class SegmentorLogits(nn.Module):

@@ -1,4 +1,13 @@
-from . import hooks  # noqa: F401
-from .strict_load import enable_strict_evaluation_loading  # noqa: E402
+"""Training and evaluation behaviour, through MMEngine's extension points only.
 
-enable_strict_evaluation_loading()  # evaluation refuses checkpoints that do not fit
+Hooks (``CheckpointGuardHook``, ``DataCheckHook``, ``RandomStateHook``,
+``BatchSizeCheckHook``), a model wrapper (``CPUAwareDistributedDataParallel``) and the
+``atomic_local`` file backend are registered; configs switch them on. :mod:`.dist` holds
+the explicit CPU distributed set-up of the plugin's tools.
+"""
+from ..utils.checkpoint_io import ATOMIC_BACKEND, AtomicLocalBackend
+from .hooks import BatchSizeCheckHook, CheckpointGuardHook, DataCheckHook, RandomStateHook
+from .model_wrappers import CPUAwareDistributedDataParallel
+
+__all__ = ['ATOMIC_BACKEND', 'AtomicLocalBackend', 'BatchSizeCheckHook', 'CheckpointGuardHook',
+           'DataCheckHook', 'RandomStateHook', 'CPUAwareDistributedDataParallel']

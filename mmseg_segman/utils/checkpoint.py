@@ -12,36 +12,35 @@ It knows the layouts the authors released:
 * the two SegNeXt key layouts (``mlp.dwconv.dwconv.*`` of the official files and MMSeg's
   ``mlp.dwconv.*``; renamed by the module itself while loading).
 
-Files are read with mmengine's :class:`~mmengine.runner.CheckpointLoader`, so local paths,
-URLs and every scheme mmengine knows work, and the plugin's weights-only rules
-(:mod:`mmseg_segman.compat`) apply.
+Local files and ``http(s)://`` URLs are read weights-only (:mod:`.checkpoint_io`); other
+schemes go through mmengine's :class:`~mmengine.runner.CheckpointLoader`.
+
+:func:`load_state_dict_checked` is the one strict load of the plugin (backbones, classifiers,
+the exporter), and :func:`check_state_dict_matches` the same check without loading (strict
+evaluation): both name the missing, unexpected and wrongly shaped keys.
 """
-import argparse
-import contextlib
 import os
+import warnings
 from collections import OrderedDict
-from typing import Dict, List, NamedTuple, Optional, Sequence, Union
+from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 
-from mmseg_segman.compat import PluginError
+from ..errors import CheckpointMismatchError
+from .checkpoint_io import load_checkpoint_file, load_from_http_weights_only
 
 __all__ = [
     'CheckpointMismatchError', 'StateDictSource', 'read_state_dict', 'load_backbone_weights',
-    'check_local_file', 'check_pretrained_files'
+    'check_local_file', 'check_pretrained_files', 'Mismatch', 'state_dict_mismatch',
+    'check_state_dict_matches', 'load_state_dict_checked'
 ]
 
 # Wrappers in order of preference: EMA weights are what the SegMAN authors release.
 WRAPPER_KEYS = ('state_dict_ema', 'state_dict', 'model')
 # How many key names an error message lists.
 _SHOWN = 5
-
-
-class CheckpointMismatchError(PluginError):
-    """A checkpoint does not fit the module it is loaded into (pretrained backbone weights,
-    an evaluated model, a converted file); the message names the keys and the opt-out."""
 
 
 class StateDictSource(NamedTuple):
@@ -73,13 +72,13 @@ def check_local_file(checkpoint: str, what: str, hint: str = '') -> None:
 
 
 def _load_file(checkpoint: str, map_location: str) -> dict:
+    if checkpoint.startswith(('http://', 'https://')):
+        return load_from_http_weights_only(checkpoint, map_location)
+    if '://' not in checkpoint:
+        return load_checkpoint_file(os.path.expanduser(checkpoint), map_location)
     from mmengine.runner import CheckpointLoader
 
-    # timm's training script stores its argparse.Namespace next to the weights; allow just
-    # that type for weights-only unpickling (torch < 2.5 has no safe_globals context).
-    safe_globals = getattr(torch.serialization, 'safe_globals', None)
-    with safe_globals([argparse.Namespace]) if safe_globals else contextlib.nullcontext():
-        return CheckpointLoader.load_checkpoint(checkpoint, map_location=map_location)
+    return CheckpointLoader.load_checkpoint(checkpoint, map_location=map_location)
 
 
 def _strip(state_dict: Dict[str, torch.Tensor], prefix: str) -> 'OrderedDict[str, torch.Tensor]':
@@ -181,41 +180,173 @@ def load_backbone_weights(module: nn.Module,
     classifier = [k for k in found.state_dict if k.startswith(tuple(classifier_prefixes))]
     state_dict = OrderedDict((k, v) for k, v in found.state_dict.items() if k not in classifier)
 
-    own = module.state_dict()
-    mismatched = [f'{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}'
-                  for k, v in state_dict.items() if k in own and v.shape != own[k].shape]
-    if mismatched:
-        raise CheckpointMismatchError(
-            f'{name} does not fit this {type(module).__name__} (another variant or arch?): '
-            f'{len(mismatched)} shape mismatches: {_shown(mismatched)}')
-    try:
-        result = module.load_state_dict(state_dict, strict=False)
-    except RuntimeError as err:  # shape mismatches of keys renamed while loading
-        raise CheckpointMismatchError(f'{name} does not fit this {type(module).__name__}: '
-                                      f'{err}') from err
-    missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
-    # BN's step counters are not reported missing (PyTorch fills them), so they are not counted.
-    total = sum(not k.endswith('num_batches_tracked') for k in own)
-    summary = (f'loaded {total - len(missing)}/{total} keys from {name} (source: '
+    total = sum(not k.endswith('num_batches_tracked') for k in module.state_dict())
+    strict_hint = ("Is it a checkpoint of this family and variant? To load it anyway add "
+                   "strict=False to the backbone's init_cfg (e.g. --cfg-options "
+                   'model.backbone.init_cfg.strict=False); the missing weights then keep '
+                   'their initialisation')
+    # Extra keys (another head, EMA copies of buffers ...) cost nothing: only logged.
+    mismatch = load_state_dict_checked(module, state_dict, name, strict=strict,
+                                       allow_unexpected=True, hint=strict_hint,
+                                       what=f'this {type(module).__name__}')
+    summary = (f'loaded {total - len(mismatch.missing)}/{total} keys from {name} (source: '
                f'{found.source}{", prefix " + repr(found.prefix) if found.prefix else ""})'
                f', ignored {len(classifier)} classifier keys')
-    if unexpected:
-        # Extra keys (another head, EMA copies of buffers ...) cost nothing: warn only.
-        print_log(f'{type(module).__name__}: {len(unexpected)} keys of {name} are not used '
-                  f'by the model: {_shown(unexpected)}', logger='current', level=30)
-    if missing:
-        message = (f'{type(module).__name__}: {summary}; {len(missing)} weights of the model '
-                   f'are not in the file: {_shown(missing)}')
-        if strict:
-            raise CheckpointMismatchError(
-                message + '. Is it a checkpoint of this family and variant? To load it anyway '
-                "add strict=False to the backbone's init_cfg (e.g. --cfg-options "
-                'model.backbone.init_cfg.strict=False); the missing weights then keep their '
-                'initialisation')
-        print_log(message, logger='current', level=30)
+    if mismatch.unexpected:
+        print_log(f'{type(module).__name__}: {len(mismatch.unexpected)} keys of {name} are '
+                  f'not used by the model: {_shown(mismatch.unexpected)}', logger='current',
+                  level=30)
+    if mismatch.missing:
+        print_log(f'{type(module).__name__}: {summary}; {len(mismatch.missing)} weights of '
+                  f'the model are not in the file: {_shown(mismatch.missing)}',
+                  logger='current', level=30)
     else:
         print_log(f'{type(module).__name__}: {summary}', logger='current')
-    return missing
+    return mismatch.missing
+
+
+# --------------------------------------------------------------------------------------
+# The strict check and the strict load
+# --------------------------------------------------------------------------------------
+class Mismatch(NamedTuple):
+    """Differences between a model and a state dict.
+
+    Attributes:
+        missing (list[str]): Model keys the state dict lacks.
+        unexpected (list[str]): State-dict keys the model does not have.
+        shapes (list[tuple]): ``(key, checkpoint shape, model shape)`` of keys in both.
+    """
+    missing: list
+    unexpected: list
+    shapes: list
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.unexpected or self.shapes)
+
+    def describe(self) -> str:
+        """``'2 with another shape (...); 1 missing from the checkpoint (...)'``."""
+        parts = []
+        if self.shapes:
+            parts.append(f'{len(self.shapes)} with another shape (' + _shown(
+                [f'{k}: checkpoint {list(c)} vs model {list(m)}'
+                 for k, c, m in self.shapes]) + ')')
+        if self.missing:
+            parts.append(f'{len(self.missing)} missing from the checkpoint '
+                         f'({_shown(self.missing)})')
+        if self.unexpected:
+            parts.append(f'{len(self.unexpected)} not in the model '
+                         f'({_shown(self.unexpected)})')
+        return '; '.join(parts)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    from mmengine.model import BaseTTAModel, is_model_wrapper
+
+    # As mmengine's load_state_dict: wrappers and TTA models load into `.module`.
+    while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
+        model = model.module
+    return model
+
+
+def state_dict_mismatch(model: nn.Module, state_dict: Mapping) -> Mismatch:
+    """Compare ``state_dict`` with the parameters and persistent buffers of ``model``.
+
+    BatchNorm's ``num_batches_tracked`` may be missing (old checkpoints; BN fills it).
+
+    Args:
+        model (nn.Module): The model (wrappers and TTA models are unwrapped).
+        state_dict (Mapping): Key -> tensor, prefixes already removed.
+
+    Returns:
+        Mismatch: What differs (falsy when nothing does).
+    """
+    expected = _unwrap(model).state_dict()
+    missing = [k for k in expected
+               if k not in state_dict and not k.endswith('num_batches_tracked')]
+    unexpected = [k for k in state_dict if k not in expected]
+    shapes = [(k, tuple(state_dict[k].shape), tuple(v.shape)) for k, v in expected.items()
+              if k in state_dict and isinstance(state_dict[k], torch.Tensor)
+              and state_dict[k].shape != v.shape]
+    return Mismatch(missing, unexpected, shapes)
+
+
+def _mismatch_error(source: str, what: str, mismatch: Mismatch,
+                    hint: str) -> CheckpointMismatchError:
+    return CheckpointMismatchError(
+        f'checkpoint {source} does not match {what}: of its weights, {mismatch.describe()}. '
+        + (hint or _QUESTION))
+
+
+_QUESTION = 'Is it a checkpoint of this config (model family, variant, num_classes)?'
+
+
+def check_state_dict_matches(model: nn.Module, state_dict: Mapping, source: str,
+                             hint: str = '') -> None:
+    """Raise :class:`CheckpointMismatchError` unless ``state_dict`` fits ``model`` exactly.
+
+    Args:
+        model (nn.Module): The model the weights are for.
+        state_dict (Mapping): The weights (prefixes already removed).
+        source (str): The checkpoint, for the message.
+        hint (str): What to do about it, for the message.
+    """
+    mismatch = state_dict_mismatch(model, state_dict)
+    if mismatch:
+        raise _mismatch_error(source, 'the model', mismatch, f'{_QUESTION} {hint}'.strip())
+
+
+def load_state_dict_checked(module: nn.Module, state_dict: Mapping, source: str,
+                            strict: bool = True, allow_unexpected: bool = False,
+                            hint: str = '', what: str = 'the model') -> Mismatch:
+    """Load ``state_dict`` into ``module``; with ``strict`` every key and shape must match.
+
+    The weights go through ``module.load_state_dict`` (so modules that rename legacy keys
+    while loading see them); shapes are compared first, since torch would raise on them.
+    With ``strict=False`` mismatched shapes are skipped and everything that does not
+    match is reported in one warning.
+
+    Args:
+        module (nn.Module): Where the weights go.
+        state_dict (Mapping): Key -> tensor, prefixes already removed.
+        source (str): The checkpoint, for the message.
+        strict (bool): Raise on any mismatch. Default: True.
+        allow_unexpected (bool): Keys the module lacks are not an error (backbone files
+            carry other parts). Default: False.
+        hint (str): What to do about a mismatch, for the message.
+        what (str): The module, for the message. Default: 'the model'.
+
+    Returns:
+        Mismatch: What did not match (after loading).
+
+    Raises:
+        CheckpointMismatchError: ``strict`` and something does not match.
+    """
+    target = _unwrap(module)
+    own = target.state_dict()
+    shapes = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state_dict.items()
+              if k in own and isinstance(v, torch.Tensor) and v.shape != own[k].shape]
+    if shapes and strict:
+        raise _mismatch_error(source, what, Mismatch([], [], shapes), hint)
+    skipped = {k for k, _, _ in shapes}
+    try:
+        result = target.load_state_dict(
+            OrderedDict((k, v) for k, v in state_dict.items() if k not in skipped),
+            strict=False)
+    except RuntimeError as err:  # shape mismatches of keys renamed while loading
+        raise CheckpointMismatchError(f'checkpoint {source} does not match {what}: '
+                                      f'{" ".join(str(err).split())}') from err
+    mismatch = Mismatch(
+        [k for k in result.missing_keys if not k.endswith('num_batches_tracked')],
+        list(result.unexpected_keys), shapes)
+    fatal = Mismatch(mismatch.missing, [] if allow_unexpected else mismatch.unexpected,
+                     shapes)
+    if fatal and strict:
+        raise _mismatch_error(source, what, fatal, hint)
+    if fatal:
+        warnings.warn(f'checkpoint {source} (strict=False): of its weights, '
+                      f'{fatal.describe()}; the model weights not loaded keep their '
+                      f'initialisation', stacklevel=2)
+    return mismatch
 
 
 def _pretrained_entries(node, path: str):

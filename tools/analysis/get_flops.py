@@ -14,25 +14,19 @@ of the logits to the input size (4 FLOPs per output value), as the MMSeg 0.x
     python tools/analysis/get_flops.py configs/segman/segman-t_ade20k.py --shape 512 512
 """
 import argparse
-import os.path as osp
-import sys
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-if REPO_ROOT not in sys.path:  # a checkout's package wins over an installed copy
-    sys.path.insert(0, REPO_ROOT)
+import torch
+import torch.nn as nn
+from mmengine.analysis import parameter_count
+from mmengine.analysis.print_helper import complexity_stats_table
+from mmengine.config import Config, DictAction
+from mmengine.model import revert_sync_batchnorm
+from mmengine.registry import init_default_scope
+from mmseg.models.utils import resize
+from mmseg.registry import MODELS
 
-import mmseg_segman  # noqa: E402,F401  (compat shims and registration before mmseg builds)
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-from mmengine.analysis import parameter_count  # noqa: E402
-from mmengine.analysis.print_helper import complexity_stats_table  # noqa: E402
-from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.model import revert_sync_batchnorm  # noqa: E402
-from mmengine.registry import init_default_scope  # noqa: E402
-from mmseg.models.utils import resize  # noqa: E402
-from mmseg.registry import MODELS  # noqa: E402
-
-from mmseg_segman.utils import flop_analyzer  # noqa: E402
+import mmseg_segman  # noqa: F401  (registers the plugin's modules)
+from mmseg_segman.utils import flop_analyzer
 
 
 def parse_args(argv=None):

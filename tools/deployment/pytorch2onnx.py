@@ -10,17 +10,12 @@ with status 1 when ``max |onnx - torch| / max |torch|`` exceeds ``--tolerance``.
 Needs ``onnxscript`` and ``onnx`` (and ``onnxruntime`` for ``--verify``).
 """
 import argparse
-import os.path as osp
 import sys
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-if REPO_ROOT not in sys.path:  # a checkout's package wins over an installed copy
-    sys.path.insert(0, REPO_ROOT)
+from mmengine.config import DictAction
 
-import mmseg_segman  # noqa: E402,F401  (compat shims and registration before mmseg builds)
-from mmengine.config import DictAction  # noqa: E402
-
-from mmseg_segman.deploy import onnx_export  # noqa: E402
+import mmseg_segman  # noqa: F401  (registers the plugin's modules)
+from mmseg_segman.deploy import onnx_export
 
 
 def parse_args(argv=None):

@@ -2,14 +2,11 @@
 
     python tools/model_converters/segnext2mmseg.py SRC DST [--arch VARIANT]
 
-See :mod:`mmseg_segman.utils.convert` for what is renamed and dropped.
+See :mod:`mmseg_segman.converters` for what is renamed and dropped.
 """
-import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-from mmseg_segman.utils.convert import main  # noqa: E402
+from mmseg_segman.converters import main
 
 if __name__ == '__main__':
     main('segnext')

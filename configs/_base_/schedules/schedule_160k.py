@@ -34,6 +34,10 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=16000),
+    # Checkpoints are written atomically (mmseg_segman's `atomic_local` file backend):
+    # a kill during a write never leaves a truncated iter_N.pth for --resume to pick.
+    checkpoint=dict(
+        type='CheckpointHook', by_epoch=False, interval=16000,
+        backend_args=dict(backend='atomic_local')),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'))

@@ -24,8 +24,10 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=20, log_metric_by_epoch=False),
     param_scheduler=dict(type='ParamSchedulerHook'),
+    # Written atomically (mmseg_segman's `atomic_local` file backend).
     checkpoint=dict(
-        type='CheckpointHook', by_epoch=False, interval=250, max_keep_ckpts=2),
+        type='CheckpointHook', by_epoch=False, interval=250, max_keep_ckpts=2,
+        backend_args=dict(backend='atomic_local')),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     # Drawn only with `tools/test.py --show-dir`; then every image, not every 50th.
     visualization=dict(type='SegVisualizationHook', interval=1))

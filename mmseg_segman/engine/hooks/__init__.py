@@ -1,2 +1,6 @@
-from .batch_size_check import BatchSizeCheckHook  # noqa: F401
-from .random_state import RandomStateHook  # noqa: F401
+from .batch_size_check import BatchSizeCheckHook
+from .checkpoint_guard import CheckpointGuardHook
+from .data_check import DataCheckHook
+from .random_state import RandomStateHook
+
+__all__ = ['BatchSizeCheckHook', 'CheckpointGuardHook', 'DataCheckHook', 'RandomStateHook']
