@@ -11,7 +11,7 @@ usual and never checks the switch itself.
 """
 import torch
 
-__all__ = ['is_exporting', 'caches_allowed']
+__all__ = ['is_exporting', 'caches_allowed', 'compiling']
 
 
 def is_exporting() -> bool:
@@ -32,5 +32,13 @@ def caches_allowed() -> bool:
     tables, resized biases) would enter that graph as values of another graph."""
     if torch.jit.is_tracing() or is_exporting():
         return False
-    compiling = getattr(getattr(torch, 'compiler', None), 'is_compiling', None)
-    return not (compiling is not None and compiling())
+    return not compiling()
+
+
+def compiling() -> bool:
+    """True while dynamo traces a function (``torch.compile``, ``torch._dynamo.explain``).
+
+    Code that dynamo would break the graph on (host syncs, data-dependent branches, caches)
+    takes a traceable route then; see :mod:`mmseg_segman.ops.library`."""
+    is_compiling = getattr(getattr(torch, 'compiler', None), 'is_compiling', None)
+    return bool(is_compiling is not None and is_compiling())

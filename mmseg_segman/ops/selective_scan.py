@@ -422,6 +422,10 @@ def selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     if backend == 'triton':
         return selective_scan_triton.selective_scan_triton(u, delta, A, B, C, D, z, delta_bias,
                                                            delta_softplus, return_last_state)
+    if not return_last_state:
+        from . import library  # here: it imports this module
+        if library.use_library_ops():  # torch.compile: one custom op, no graph break
+            return library.selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     return _SelectiveScanChunked.apply(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus),
                                        bool(return_last_state))
 

@@ -22,7 +22,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ..export import is_exporting
+from ..export import compiling, is_exporting
 from . import flex, natten_ops
 from .common import key_slots, split_form
 from .reference import na2d_av_reference, na2d_qk_reference
@@ -223,7 +223,8 @@ def na2d(q: Tensor, k: Tensor, v: Tensor, kernel_size: int, dilation: int = 1,
     if key_mask is not None:
         key_mask = _key_mask_4d(key_mask, q)
         slots = key_slots(key_mask, kernel_size, dilation)
-        if not is_exporting() and not bool(slots.any(-1).all()):
+        # A host sync: checked in eager calls only (not while exporting or compiling).
+        if not is_exporting() and not compiling() and not bool(slots.any(-1).all()):
             raise ValueError('key_mask leaves some query with no key in its window, whose '
                              'softmax would be undefined; keep at least one key per window')
     backend = na2d_backend(q, k, v, kernel_size, dilation, rpb, key_mask)

@@ -285,6 +285,14 @@ class _NA2DAV(torch.autograd.Function):
 def na2d_qk_tiled(q: Tensor, k: Tensor, kernel_size: int, dilation: int = 1,
                   rpb: Optional[Tensor] = None) -> Tensor:
     """``na2d_qk`` on the tiled kernels (arguments already checked)."""
+    from .. import library  # here: it imports this module
+    if library.use_library_ops():  # torch.compile: one custom op, no graph break
+        attn = library.na2d_qk(q, k, kernel_size, dilation)
+        if rpb is not None:
+            H, W = q.shape[2:4]
+            bias = bias_table(rpb, H, W, kernel_size, dilation)
+            attn = attn + bias.to(attn.dtype)
+        return attn
     attn = _NA2DQK.apply(q, k, kernel_size, dilation)
     if rpb is not None:  # in place: the qk backward does not need its output
         H, W = q.shape[2:4]
@@ -318,4 +326,7 @@ def _bias_flat_index(H, W, kernel_size, dilation, device):
 
 def na2d_av_tiled(attn: Tensor, v: Tensor, kernel_size: int, dilation: int = 1) -> Tensor:
     """``na2d_av`` on the tiled kernels (arguments already checked)."""
+    from .. import library  # here: it imports this module
+    if library.use_library_ops():  # torch.compile: one custom op, no graph break
+        return library.na2d_av(attn, v, kernel_size, dilation)
     return _NA2DAV.apply(attn, v, kernel_size, dilation)
