@@ -20,6 +20,7 @@ official repositories' test-time protocol:
 Each image goes through the dataset of the config (files written to ``tmp_path`` with the
 dataset's folders and suffixes), as ``tools/test.py --tta`` would load it.
 """
+import functools
 import json
 import math
 import sys
@@ -50,6 +51,12 @@ from make_toy_dataset import make_toy_dataset  # noqa: E402
 
 def config_id(path):
     return str(path.relative_to(CONFIG_DIR))
+
+
+@functools.lru_cache(maxsize=None)
+def load(config):
+    """The parsed config, shared by the tests below (which do not modify it)."""
+    return Config.fromfile(str(config))
 
 
 def dataset_of(path):
@@ -152,7 +159,7 @@ def tta_branches(config, tmp_path_factory):
     Configs with the same dataset and ``tta_pipeline`` give the same output, so each
     such pair is run once.
     """
-    cfg = Config.fromfile(str(config))
+    cfg = load(config)
     dataset_cfg = cfg.test_dataloader.dataset
     key = json.dumps([dataset_cfg.type, dataset_cfg.data_prefix, cfg.tta_pipeline],
                      sort_keys=True, default=str)
@@ -195,7 +202,7 @@ def test_tta_branches_follow_the_official_rule(config, tmp_path_factory):
     'config', [c for c in CONFIGS if c.parent.name != 'lrformer'], ids=config_id)
 def test_ratio_one_is_the_single_scale_test(config, tmp_path_factory):
     """Outside LRFormer, ratio 1.0 is the single-scale test (the issue's complaint)."""
-    cfg = Config.fromfile(str(config))
+    cfg = load(config)
     dataset_cfg = cfg.test_dataloader.dataset
     root = tmp_path_factory.mktemp('data')
     write_dataset(root, dataset_cfg)
@@ -206,6 +213,29 @@ def test_ratio_one_is_the_single_scale_test(config, tmp_path_factory):
         ratio_one = official_sizes(config, *sample.ori_shape)[RATIOS.index(1.0)]
         assert tuple(sample.img_shape) == ratio_one
         assert (ratio_one, False) in [(s, f) for s, f, _ in branches[sample.ori_shape]]
+
+
+def _strip_pretrained(node):
+    if isinstance(node, dict):
+        return {k: _strip_pretrained(v) for k, v in node.items()
+                if k not in ('init_cfg', 'pretrained')}
+    if isinstance(node, list):
+        return [_strip_pretrained(v) for v in node]
+    return node
+
+
+@pytest.mark.parametrize('config', CONFIGS, ids=config_id)
+def test_tta_model_wraps_the_config_model(config):
+    """``--tta``'s model swap works on every config: SegTTAModel around the segmentor."""
+    from mmseg.models import SegTTAModel
+    from mmseg.registry import MODELS
+
+    cfg = load(config)
+    tta_model = dict(cfg.tta_model, module=_strip_pretrained(cfg.model.to_dict()))
+    with torch.device('meta'):
+        model = MODELS.build(tta_model)
+    assert isinstance(model, SegTTAModel)
+    assert type(model.module).__name__ == cfg.model.type
 
 
 # ---- tools/test.py --tta ------------------------------------------------------------------
