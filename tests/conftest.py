@@ -6,11 +6,41 @@
   environment variable is also inherited by the subprocesses the tool tests start.
 * ``golden_dir``: the reference outputs of the authors' code, ``<repo>/../shared/golden``
   or ``$MMSEG_SEGMAN_GOLDEN``. Missing files skip, except under ``CI`` where they fail.
+* Honest tiers: every test that starts a fresh interpreter is marked ``slow`` by rule
+  (:func:`pytest_collection_modifyitems`: its source, or that of a module-level helper it
+  calls, starts a subprocess), and a test left unmarked that starts one anyway fails
+  (:func:`_no_subprocess_in_fast_tests`), so ``pytest -m "not slow"`` stays in-process.
+* Frozen stack: where mainline mmseg would need it (mmcv-lite), the ``mmcv._ext``
+  stand-in of ``mmseg_segman/shims.py`` is installed before anything imports mmseg, and
+  ``tests/harness`` goes on the ``PYTHONPATH`` of subprocesses (its ``sitecustomize``
+  does the same there), playing the role of full mmcv.
 """
+import importlib.util
+import inspect
 import os
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+HARNESS = REPO_ROOT / 'tests' / 'harness'
+
+
+def _load_shims():
+    """mmseg_segman/shims.py without the package __init__ (which imports mmseg)."""
+    spec = importlib.util.spec_from_file_location('mmseg_segman_test_shims',
+                                                  REPO_ROOT / 'mmseg_segman' / 'shims.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+if _load_shims().needs_mmcv_ext_stub():
+    _load_shims().install_mmcv_ext_stub()
+    os.environ['PYTHONPATH'] = os.pathsep.join(
+        p for p in (str(HARNESS), os.environ.get('PYTHONPATH')) if p)
 
 if 'OMP_NUM_THREADS' not in os.environ:
     os.environ['OMP_NUM_THREADS'] = '1'
@@ -18,9 +48,52 @@ if 'OMP_NUM_THREADS' not in os.environ:
 
     torch.set_num_threads(1)
 
-import mmseg_segman  # noqa: E402,F401  (applies compat before any test imports mmseg)
+import mmseg_segman  # noqa: E402,F401  (registers the plugin's modules)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+# A test that starts a fresh interpreter: these names in its source, or in the source of a
+# module-level function of its file that it calls.
+_SPAWNS = re.compile(r'\bsubprocess\.|\bPopen\(|\bsys\.executable\b|\bos\.system\(')
+
+
+def _spawns(function, module) -> bool:
+    try:
+        source = inspect.getsource(function)
+    except (OSError, TypeError):
+        return False
+    if _SPAWNS.search(source):
+        return True
+    for name in getattr(function, '__code__', None).co_names if hasattr(
+            function, '__code__') else ():
+        helper = getattr(module, name, None)
+        if inspect.isfunction(helper) and helper.__module__ == module.__name__:
+            try:
+                if _SPAWNS.search(inspect.getsource(helper)):
+                    return True
+            except (OSError, TypeError):
+                continue
+    return False
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        function = getattr(item, 'function', None)
+        if function is not None and _spawns(function, item.module):
+            item.add_marker(pytest.mark.slow)
+            item.add_marker(pytest.mark.spawns)
+
+
+@pytest.fixture(autouse=True)
+def _no_subprocess_in_fast_tests(request, monkeypatch):
+    """A test not marked slow may not start a process (the rule above missed it)."""
+    if request.node.get_closest_marker('slow') is not None:
+        return
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError(
+            f'{request.node.nodeid} starts a subprocess but is not marked slow: mark it '
+            f'@pytest.mark.slow, or run it in-process')
+
+    monkeypatch.setattr(subprocess.Popen, '__init__', refuse)
 
 
 def golden_root():

@@ -1,76 +1,29 @@
-"""mmseg_segman.compat: mmcv-lite stand-in, weights-only checkpoints, CPU distributed."""
-import importlib.util
+"""Weights-only checkpoint loading (local, URL, mmengine's loaders inside the plugin's
+context), readable-checkpoint errors, and CPU multi-process training (gloo process group,
+DDP wrapper, collective timeout, workers that follow their launcher)."""
 import os
 import pickle
 import signal
 import subprocess
 import sys
-import types
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
+from make_toy_dataset import make_toy_dataset
 from mmengine.logging import HistoryBuffer, MessageHub
 
-from mmseg_segman import compat
+from mmseg_segman.engine.dist import (
+    CPU_DIST_TIMEOUT_S,
+    exit_with_launcher,
+    init_cpu_process_group,
+)
+from mmseg_segman.errors import CheckpointReadError, CheckpointRefusedError
+from mmseg_segman.utils.checkpoint_io import load_checkpoint_file, weights_only_checkpoints
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-needs_stub = pytest.mark.skipif(
-    compat.mmcv_ext_available(),
-    reason='full mmcv with compiled ops is installed: the stand-in is not in use')
-
-
-def run_python(code, tmp_path, **env):
-    """Run ``code`` in a fresh interpreter (no plugin imported unless the code does:
-    the installed autoload hook is off)."""
-    return subprocess.run(
-        [sys.executable, '-c', code], cwd=tmp_path, capture_output=True, text=True,
-        env={**os.environ, 'PYTHONPATH': str(REPO_ROOT),
-             'MMSEG_SEGMAN_NO_AUTOLOAD': '1', **env}, timeout=240)
-
-
-# --------------------------------------------------------------------------------------
-# mmcv-lite
-# --------------------------------------------------------------------------------------
-@needs_stub
-def test_mmseg_imports_only_with_the_plugin(tmp_path):
-    code = 'import mmseg.utils'
-    bare = run_python(code, tmp_path)
-    assert bare.returncode != 0 and "No module named 'mmcv._ext'" in bare.stderr
-    fixed = run_python('import mmseg_segman; ' + code, tmp_path)
-    assert fixed.returncode == 0, fixed.stderr
-
-
-@needs_stub
-def test_missing_compiled_op_raises_naming_it():
-    from mmcv.ops import sigmoid_focal_loss
-
-    with pytest.raises(compat.MissingCompiledOpError,
-                       match="'sigmoid_focal_loss_forward' is not available.*mmcv-lite"):
-        sigmoid_focal_loss(torch.randn(4, 3), torch.tensor([0, 1, 2, 0]), 2.0, 0.25)
-
-
-@needs_stub
-def test_pure_python_op_still_works():
-    from mmcv.ops import point_sample
-
-    # point_sample is grid_sample with [0, 1] coordinates: the centre of a 2x2 map
-    # is the mean of its four values.
-    feats = torch.arange(4.).view(1, 1, 2, 2)
-    out = point_sample(feats, torch.tensor([[[0.5, 0.5]]]), align_corners=False)
-    assert out.item() == pytest.approx(1.5)
-
-
-def test_stub_is_inert_when_real_extension_present(monkeypatch):
-    real = types.ModuleType('mmcv._ext')  # stands for the compiled extension
-    monkeypatch.setitem(sys.modules, 'mmcv._ext', real)
-    assert compat.mmcv_ext_available()
-    assert compat.install_mmcv_ext_stub() is False
-    assert sys.modules['mmcv._ext'] is real
 
 
 # --------------------------------------------------------------------------------------
@@ -93,7 +46,7 @@ def _training_state():
 def test_mmengine_training_state_round_trips_weights_only(tmp_path):
     state = _training_state()
     torch.save(state, tmp_path / 'ckpt.pth')
-    loaded = torch.load(tmp_path / 'ckpt.pth', weights_only=True)
+    loaded = load_checkpoint_file(str(tmp_path / 'ckpt.pth'))
     assert torch.equal(loaded['state_dict']['w'], state['state_dict']['w'])
     assert loaded['meta']['seed'] == 7
     buf = loaded['message_hub']['log_scalars']['train/loss']
@@ -104,12 +57,28 @@ def test_mmengine_training_state_round_trips_weights_only(tmp_path):
 
 
 def test_training_state_needs_the_allow_list(tmp_path):
-    """Without the plugin torch refuses the same file: the allow-list is what fixes it."""
+    """torch alone refuses the same file: the allow-list is what fixes it, and it is
+    passed to the plugin's loads only (nothing is registered process-wide)."""
     torch.save(_training_state(), tmp_path / 'ckpt.pth')
-    result = run_python(
-        "import torch; torch.load('ckpt.pth', weights_only=True)", tmp_path)
-    assert result.returncode != 0
-    assert 'Unsupported global' in result.stderr
+    with pytest.raises(pickle.UnpicklingError, match='Unsupported global'):
+        torch.load(tmp_path / 'ckpt.pth', weights_only=True)
+
+
+def test_restricted_unpickler_of_old_torch(tmp_path, monkeypatch):
+    """torch < 2.5 has no safe_globals context: the restricted unpickler takes over, with
+    the same verdicts (the training state loads, a code-running pickle is refused)."""
+    monkeypatch.delattr(torch.serialization, 'safe_globals')
+    state = _training_state()
+    torch.save(state, tmp_path / 'ckpt.pth')
+    loaded = load_checkpoint_file(str(tmp_path / 'ckpt.pth'))
+    assert torch.equal(loaded['state_dict']['w'], state['state_dict']['w'])
+    assert loaded['message_hub']['log_scalars']['train/loss'].statistics('mean') == \
+        pytest.approx((1.5 + 1.25 + 0.75) / 3)
+    marker = tmp_path / 'pwned'
+    torch.save({'x': _Reduce(os.system, f'touch {marker}')}, tmp_path / 'evil.pth')
+    with pytest.raises(CheckpointRefusedError, match='system'):
+        load_checkpoint_file(str(tmp_path / 'evil.pth'))
+    assert not marker.exists()
 
 
 class _Reduce:
@@ -126,7 +95,7 @@ def test_pickle_that_runs_code_is_refused(tmp_path):
     marker = tmp_path / 'pwned'
     torch.save({'x': _Reduce(os.system, f'touch {marker}')}, tmp_path / 'evil.pth')
     with pytest.raises(pickle.UnpicklingError, match='system'):
-        torch.load(tmp_path / 'evil.pth', weights_only=True)
+        load_checkpoint_file(str(tmp_path / 'evil.pth'))
     assert not marker.exists()
 
 
@@ -139,51 +108,38 @@ def test_pickle_that_runs_code_is_refused(tmp_path):
 def test_getattr_in_checkpoints_is_narrow(tmp_path, owner, name):
     torch.save({'x': _Reduce(getattr, owner, name)}, tmp_path / 'evil.pth')
     with pytest.raises(pickle.UnpicklingError, match='refused getattr'):
-        torch.load(tmp_path / 'evil.pth', weights_only=True)
+        load_checkpoint_file(str(tmp_path / 'evil.pth'))
 
 
 def test_getattr_resolves_history_buffer_statistics(tmp_path):
     # The positive control for the refusals above: the one use mmengine makes of it.
     torch.save({'x': _Reduce(getattr, HistoryBuffer, 'mean')}, tmp_path / 'ok.pth')
-    assert torch.load(tmp_path / 'ok.pth', weights_only=True)['x'] is HistoryBuffer.mean
+    assert load_checkpoint_file(str(tmp_path / 'ok.pth'))['x'] is HistoryBuffer.mean
 
 
 def test_object_arrays_are_not_allow_listed(tmp_path):
     torch.save({'x': np.array([1, 'a'], dtype=object)}, tmp_path / 'obj.pth')
     with pytest.raises(pickle.UnpicklingError):
-        torch.load(tmp_path / 'obj.pth', weights_only=True)
+        load_checkpoint_file(str(tmp_path / 'obj.pth'))
 
 
 # --------------------------------------------------------------------------------------
 # distributed training without CUDA
 # --------------------------------------------------------------------------------------
 @pytest.mark.skipif(torch.cuda.is_available(), reason='the CPU paths are for no-CUDA')
-def test_mmengine_init_dist_uses_gloo_without_cuda(tmp_path):
-    code = ('import mmseg_segman, warnings, torch.distributed as d\n'
-            'from mmengine.dist import init_dist\n'
-            'with warnings.catch_warnings(record=True) as w:\n'
-            '    warnings.simplefilter("always")\n'
-            "    init_dist('pytorch', backend='nccl')\n"
-            "print(d.get_backend(), d.get_world_size(), any('gloo' in str(x.message) "
-            'for x in w))\n'
-            'd.destroy_process_group()\n')
-    env = dict(RANK='0', LOCAL_RANK='0', WORLD_SIZE='1', MASTER_ADDR='127.0.0.1',
-               MASTER_PORT=str(29600 + os.getpid() % 300))
-    result = run_python(code, tmp_path, **env)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ['gloo', '1', 'True']
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason='the CPU paths are for no-CUDA')
-def test_ddp_of_cpu_module_drops_device_ids_and_sync_bn(tmp_path):
-    from mmengine.model import MMDistributedDataParallel
+def test_cpu_ddp_wrapper_drops_device_ids_and_sync_bn(tmp_path):
+    from mmengine.registry import MODEL_WRAPPERS
 
     dist.init_process_group('gloo', init_method=f'file://{tmp_path}/store', rank=0,
                             world_size=1)
     try:
         model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.SyncBatchNorm(4))
+        # As Runner.wrap_model builds it from the config's model_wrapper_cfg.
         with pytest.warns(UserWarning, match='SyncBatchNorm cannot synchronise'):
-            ddp = MMDistributedDataParallel(module=model, device_ids=[0])
+            ddp = MODEL_WRAPPERS.build(
+                dict(type='mmseg_segman.CPUAwareDistributedDataParallel',
+                     broadcast_buffers=False),
+                default_args=dict(module=model, device_ids=[0]))
         assert ddp.device_ids is None
         assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in ddp.modules())
         x = torch.randn(2, 3, 4, 4)
@@ -191,46 +147,12 @@ def test_ddp_of_cpu_module_drops_device_ids_and_sync_bn(tmp_path):
         # Training-mode BN output: per-channel zero mean over the batch.
         assert out.mean(dim=(0, 2, 3)).abs().max() < 1e-5
         out.sum().backward()
+        # mmengine's own wrapper is untouched: it still refuses a CPU module with device_ids.
+        from mmengine.model import MMDistributedDataParallel
+        with pytest.raises(ValueError, match='device_ids'):
+            MMDistributedDataParallel(module=torch.nn.Linear(2, 2), device_ids=[0])
     finally:
         dist.destroy_process_group()
-
-
-def test_cpu_distributed_is_inert_with_cuda(monkeypatch):
-    import mmengine.dist.utils as dist_utils
-
-    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
-    monkeypatch.setattr(dist_utils, '_init_dist_pytorch', 'untouched')
-    assert compat.enable_cpu_distributed() is False
-    assert dist_utils._init_dist_pytorch == 'untouched'
-
-
-def test_shims_are_idempotent():
-    from mmengine.model import MMDistributedDataParallel
-
-    init = MMDistributedDataParallel.__init__
-    with warnings.catch_warnings():
-        warnings.simplefilter('error')
-        compat.install_mmcv_ext_stub()
-        compat.allow_mmengine_checkpoints()
-        compat.enable_cpu_distributed()
-    assert MMDistributedDataParallel.__init__ is init
-
-
-# --------------------------------------------------------------------------------------
-# package-scoped config bases
-# --------------------------------------------------------------------------------------
-@pytest.mark.skipif(importlib.util.find_spec('pkg_resources') is not None,
-                    reason='pkg_resources exists: mmengine resolves scopes itself')
-def test_package_scoped_base_config_resolves(tmp_path):
-    from mmengine import Config
-
-    cfg_file = tmp_path / 'scoped.py'
-    cfg_file.write_text("_base_ = ['mmseg::_base_/datasets/ade20k.py']\n"
-                        'train_dataloader = dict(batch_size=3)\n')
-    cfg = Config.fromfile(str(cfg_file))
-    assert cfg.train_dataloader.dataset.type == 'ADE20KDataset'
-    assert cfg.train_dataloader.batch_size == 3
-    assert cfg.crop_size == (512, 512)
 
 
 # --------------------------------------------------------------------------------------
@@ -278,25 +200,29 @@ def test_url_checkpoint_runs_no_code(loopback_server, hub_cache, tmp_path):
     base, served = loopback_server
     marker = tmp_path / 'pwned'
     _evil_checkpoint(served / 'evil.pth', marker)
+    schemes = dict(CheckpointLoader._schemes)
     for load in (_load_checkpoint, CheckpointLoader.load_checkpoint):
-        with pytest.raises(compat.CheckpointRefusedError) as info:
+        with weights_only_checkpoints(), pytest.raises(CheckpointRefusedError) as info:
             load(f'{base}/evil.pth', map_location='cpu')
         assert not marker.exists()
         message = str(info.value)
         assert f'{base}/evil.pth' in message and 'posix.system' in message
-        assert 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD' in message  # how to proceed if trusted
+        assert 're-save its tensors' in message  # how to proceed if trusted
+    # The context restores mmengine's own loaders exactly.
+    assert CheckpointLoader._schemes == schemes
     # It was downloaded to torch's cache, once (the second load read the cached file).
     assert (hub_cache / 'hub' / 'checkpoints' / 'evil.pth').is_file()
 
     # The positive control: a plain checkpoint at a URL loads.
     weights = {'w': torch.arange(4.)}
     torch.save({'state_dict': weights}, served / 'good.pth')
-    loaded = _load_checkpoint(f'{base}/good.pth', map_location='cpu')
+    with weights_only_checkpoints():
+        loaded = _load_checkpoint(f'{base}/good.pth', map_location='cpu')
     assert torch.equal(loaded['state_dict']['w'], weights['w'])
 
 
-def test_torchvision_scheme_uses_the_same_loader(loopback_server, hub_cache, tmp_path,
-                                                monkeypatch):
+def test_torchvision_scheme_is_refused_in_the_context(loopback_server, hub_cache, tmp_path,
+                                                     monkeypatch):
     import mmengine.runner.checkpoint as ckpt_module
 
     base, served = loopback_server
@@ -304,7 +230,9 @@ def test_torchvision_scheme_uses_the_same_loader(loopback_server, hub_cache, tmp
     _evil_checkpoint(served / 'resnet.pth', marker)
     monkeypatch.setattr(ckpt_module, 'get_torchvision_models',
                         lambda: {'resnet': f'{base}/resnet.pth'})
-    with pytest.raises(compat.CheckpointRefusedError, match='resnet.pth'):
+    # mmengine downloads torchvision:// with weights_only=False: refused, with the way out.
+    with weights_only_checkpoints(), pytest.raises(CheckpointRefusedError,
+                                                   match='torchvision://resnet.*local path'):
         ckpt_module._load_checkpoint('torchvision://resnet', map_location='cpu')
     assert not marker.exists()
 
@@ -323,7 +251,7 @@ def test_backbone_pretrained_url_runs_no_code(loopback_server, hub_cache, tmp_pa
     _evil_checkpoint(served / 'pretrained.pth', marker)
     model = MODELS.build(dict(backbone, init_cfg=dict(type='Pretrained',
                                                       checkpoint=f'{base}/pretrained.pth')))
-    with pytest.raises(compat.CheckpointRefusedError, match='pretrained.pth'):
+    with pytest.raises(CheckpointRefusedError, match='pretrained.pth'):
         model.init_weights()
     assert not marker.exists()
 
@@ -332,9 +260,6 @@ def test_tools_test_with_url_checkpoint_refuses_in_one_message(loopback_server, 
     base, served = loopback_server
     marker = tmp_path / 'pwned'
     _evil_checkpoint(served / 'evil.pth', marker)
-    sys.path.insert(0, str(REPO_ROOT / 'tools'))
-    from make_toy_dataset import make_toy_dataset
-
     make_toy_dataset(str(tmp_path / 'toy'), num_train=1, num_val=1, size=32)
     options = [f'{k}.dataset.data_root={tmp_path / "toy"}' for k in ('test_dataloader', )]
     options += ['test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False']
@@ -343,7 +268,7 @@ def test_tools_test_with_url_checkpoint_refuses_in_one_message(loopback_server, 
          str(REPO_ROOT / 'configs' / 'toy' / 'fcn-r18-narrow_toy.py'), f'{base}/evil.pth',
          '--work-dir', str(tmp_path / 'work'), '--cfg-options', *options],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
-        env={**os.environ, 'PYTHONPATH': str(REPO_ROOT), 'TORCH_HOME': str(tmp_path / 'th')})
+        env={**os.environ, 'TORCH_HOME': str(tmp_path / 'th')})
     assert result.returncode == 1, result.stderr[-3000:]
     assert not marker.exists()
     assert 'Traceback' not in result.stderr
@@ -361,7 +286,7 @@ def test_unreadable_checkpoints_are_named(tmp_path):
     (tmp_path / 'text.pth').write_text('not a checkpoint')
     for name, reason in (('truncated.pth', 'truncated'), ('empty.pth', 'empty'),
                          ('text.pth', 'not a file written by torch.save')):
-        with pytest.raises(compat.CheckpointReadError) as info:
+        with weights_only_checkpoints(), pytest.raises(CheckpointReadError) as info:
             _load_checkpoint(str(tmp_path / name), map_location='cpu')
         assert str(tmp_path / name) in str(info.value) and reason in str(info.value)
 
@@ -369,22 +294,30 @@ def test_unreadable_checkpoints_are_named(tmp_path):
 # --------------------------------------------------------------------------------------
 # distributed faults: collective timeout, workers that follow their launcher
 # --------------------------------------------------------------------------------------
-def test_cpu_dist_timeout_default_and_configured(monkeypatch):
+@pytest.mark.skipif(torch.cuda.is_available(), reason='the CPU (gloo) set-up')
+def test_cpu_process_group_backend_and_timeout(monkeypatch):
     import datetime
 
     seen = {}
     monkeypatch.setattr(dist, 'init_process_group', lambda **kw: seen.update(kw))
-    compat._init_dist_pytorch_cpu('gloo')
-    assert seen['timeout'] == datetime.timedelta(seconds=compat.CPU_DIST_TIMEOUT_S)
-    assert compat.CPU_DIST_TIMEOUT_S <= 600  # far below torch's 30 minutes
-    # mmengine's init_dist converts env_cfg.dist_cfg.timeout (seconds) first.
-    compat._init_dist_pytorch_cpu('gloo', timeout=datetime.timedelta(seconds=7))
+    monkeypatch.setattr(dist, 'is_initialized', lambda: False)
+    monkeypatch.setenv('RANK', '0')
+    with pytest.warns(UserWarning, match="'gloo' distributed backend instead of 'nccl'"):
+        assert init_cpu_process_group('nccl') is True
+    assert seen == dict(backend='gloo',
+                        timeout=datetime.timedelta(seconds=CPU_DIST_TIMEOUT_S))
+    assert CPU_DIST_TIMEOUT_S <= 600  # far below torch's 30 minutes
+    init_cpu_process_group('gloo', timeout_s=7)  # env_cfg.dist_cfg.timeout, in seconds
     assert seen['timeout'] == datetime.timedelta(seconds=7)
+    # Outside torchrun (no RANK) nothing happens.
+    monkeypatch.delenv('RANK')
+    seen.clear()
+    assert init_cpu_process_group('gloo') is False and not seen
 
 
 def test_exit_with_launcher_is_inert_outside_torchrun(monkeypatch):
     monkeypatch.delenv('TORCHELASTIC_RUN_ID', raising=False)
-    assert compat.exit_with_launcher() is False
+    assert exit_with_launcher() is False
 
 
 def _tagged_processes(tag):
@@ -408,9 +341,6 @@ class _DistRun:
     """bash tools/dist_train.sh on the toy data for a long schedule, in 2 CPU processes."""
 
     def __init__(self, tmp_path, *options):
-        sys.path.insert(0, str(REPO_ROOT / 'tools'))
-        from make_toy_dataset import make_toy_dataset
-
         data = tmp_path / 'toy'
         make_toy_dataset(str(data), num_train=4, num_val=1, size=32)
         opts = ['train_cfg.max_iters=100000', 'train_cfg.val_interval=100000',
@@ -421,7 +351,7 @@ class _DistRun:
                      f'{loader}.persistent_workers=False']
         self.tag = f'{os.getpid()}-{tmp_path.name}'
         self.log = tmp_path / 'log.txt'
-        env = {**os.environ, 'PYTHONPATH': str(REPO_ROOT), 'OMP_NUM_THREADS': '1',
+        env = {**os.environ, 'OMP_NUM_THREADS': '1',
                'PORT': str(29900 + os.getpid() % 90), 'MMSEG_TEST_TAG': self.tag}
         with open(self.log, 'w') as log:
             self.proc = subprocess.Popen(

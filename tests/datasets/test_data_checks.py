@@ -20,7 +20,6 @@ from mmseg_segman.datasets import DataCheckError, LoadCheckedAnnotations, check_
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOY_CONFIG = REPO_ROOT / 'configs' / 'toy' / 'fcn-r18-narrow_toy.py'
-sys.path.insert(0, str(REPO_ROOT / 'tools'))
 from make_toy_dataset import make_toy_dataset  # noqa: E402
 
 

@@ -16,7 +16,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS
 
-from mmseg_segman.engine.strict_load import (
+from mmseg_segman.utils.checkpoint import (
     CheckpointMismatchError,
     check_state_dict_matches,
     state_dict_mismatch,
@@ -25,7 +25,6 @@ from mmseg_segman.engine.strict_load import (
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FCN_TOY = REPO_ROOT / 'configs' / 'toy' / 'fcn-r18-narrow_toy.py'
 SEGMAN_TOY = REPO_ROOT / 'configs' / 'toy' / 'segman-t_toy.py'
-sys.path.insert(0, str(REPO_ROOT / 'tools'))
 from make_toy_dataset import make_toy_dataset  # noqa: E402
 
 
@@ -144,7 +143,7 @@ def test_training_load_from_stays_non_strict(checkpoints, tmp_path):
 
 
 def test_init_model_is_strict(checkpoints):
-    from mmseg.apis import init_model
+    from mmseg_segman.apis import init_model
 
     with pytest.raises(CheckpointMismatchError, match=r'segman\.pth does not match.*'
                        r'missing from the checkpoint.*not in the model'):
@@ -157,12 +156,20 @@ def test_init_model_is_strict(checkpoints):
     assert all(torch.equal(v, same[k]) for k, v in model.state_dict().items())
 
 
+def test_mmseg_init_model_is_left_as_mmseg_wrote_it(checkpoints):
+    """The plugin changes nothing of MMSeg: its own init_model still loads non-strictly."""
+    from mmseg.apis import init_model
+
+    model = init_model(str(FCN_TOY), str(checkpoints['segman']), device='cpu')
+    assert model.decode_head.num_classes == 4
+
+
 def test_onnx_builder_is_strict(checkpoints):
     from mmseg_segman.deploy import build_segmentor
 
     with pytest.raises(CheckpointMismatchError, match=r'classes5\.pth.*conv_seg\.weight'):
         build_segmentor(str(FCN_TOY), str(checkpoints['classes5']))
-    with pytest.warns(UserWarning, match='2 of another shape'):
+    with pytest.warns(UserWarning, match='2 with another shape'):
         model, _ = build_segmentor(str(FCN_TOY), str(checkpoints['classes5']),
                                    cfg_options={'strict_load': False})
     five = torch.load(checkpoints['classes5'], weights_only=True)['state_dict']

@@ -2,18 +2,10 @@
 
 The test folders have no ``__init__.py`` (and an installed dependency ships a top-level
 ``tests`` package), so ``tests.models._family_helpers`` cannot be imported by its package path;
-this folder goes on ``sys.path`` instead, whatever pytest's import mode, and the test modules
-under it ``from _family_helpers import ...``.
+pytest.ini puts this folder on ``pythonpath`` and the test modules ``from _family_helpers
+import ...``.
 """
-import sys
-from pathlib import Path
-
 import pytest
-
-_HERE = str(Path(__file__).resolve().parent)
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
-
 
 @pytest.fixture(scope='module')
 def mmseg_registry():

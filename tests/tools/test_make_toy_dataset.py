@@ -9,7 +9,6 @@ import pytest
 from mmengine import Config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO_ROOT / 'tools'))
 from make_toy_dataset import CLASSES, PALETTE, make_toy_dataset  # noqa: E402
 
 

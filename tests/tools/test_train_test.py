@@ -19,7 +19,6 @@ TOY_CONFIG = REPO_ROOT / 'configs' / 'toy' / 'fcn-r18-narrow_toy.py'
 MMSEG_TOOLS = Path(mmseg.__file__).parent / '.mim' / 'tools'
 MIOU = re.compile(r'mIoU: (\d+\.\d+)')
 
-sys.path.insert(0, str(REPO_ROOT / 'tools'))
 from make_toy_dataset import make_toy_dataset  # noqa: E402
 
 
