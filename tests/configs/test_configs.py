@@ -206,7 +206,7 @@ def test_dataset_bases_follow_the_papers(name, classes, crop, scale):
     dataset_cls = R.DATASETS.get(cfg.train_dataloader.dataset.type)
     assert len(dataset_cls.METAINFO['classes']) == classes
     steps = {t['type']: t for t in cfg.train_pipeline}
-    assert list(steps) == ['LoadImageFromFile', 'LoadCheckedAnnotations', 'RandomResize',
+    assert list(steps) == ['LoadCheckedImageFromFile', 'LoadCheckedAnnotations', 'RandomResize',
                            'RandomCrop', 'RandomFlip', 'PhotoMetricDistortion',
                            'PackSegInputs']
     assert steps['RandomResize']['scale'] == scale
@@ -449,6 +449,13 @@ def test_all_weights_live_in_one_folder():
 
 @pytest.mark.parametrize('path', RUNNABLE, ids=config_id)
 def test_every_pipeline_checks_its_annotations(path):
-    """No config loads annotations unchecked (LoadCheckedAnnotations names the bad file)."""
-    text = Config.fromfile(str(path)).pretty_text
+    """No config loads images or annotations unchecked (the checked loaders name the bad
+    file), and every runtime switches the plugin's run behaviours on."""
+    cfg = Config.fromfile(str(path))
+    text = cfg.pretty_text
     assert "'LoadAnnotations'" not in text and 'LoadCheckedAnnotations' in text
+    assert "'LoadImageFromFile'" not in text and 'LoadCheckedImageFromFile' in text
+    hooks = [h['type'] for h in cfg.custom_hooks]
+    assert {'CheckpointGuardHook', 'DataCheckHook', 'RandomStateHook'} <= set(hooks)
+    assert cfg.model_wrapper_cfg.type == 'mmseg_segman.CPUAwareDistributedDataParallel'
+    assert cfg.default_hooks.checkpoint.backend_args == dict(backend='atomic_local')

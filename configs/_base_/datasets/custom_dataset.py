@@ -35,7 +35,7 @@ dataset_type = 'BaseSegDataset'
 num_classes = len(classes)
 metainfo = dict(classes=classes, palette=palette)
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadCheckedImageFromFile'),
     # MMSeg's LoadAnnotations plus checks: a label value outside [0, num_classes) (other
     # than 255) or a mask whose size differs from its image is reported with the file.
     dict(type='LoadCheckedAnnotations'),
@@ -46,7 +46,7 @@ train_pipeline = [
     dict(type='PackSegInputs')
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadCheckedImageFromFile'),
     dict(type='Resize', scale=scale, keep_ratio=True),
     # Loaded after Resize: the mIoU is computed at the masks' own resolution.
     dict(type='LoadCheckedAnnotations'),
@@ -58,7 +58,7 @@ test_pipeline = [
 # above; each scale is tested unflipped and flipped and the predictions averaged.
 img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
 tta_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=None),
+    dict(type='LoadCheckedImageFromFile', backend_args=None),
     dict(
         type='TestTimeAug',
         transforms=[
