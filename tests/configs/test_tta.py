@@ -240,14 +240,47 @@ def test_tta_model_wraps_the_config_model(config):
 
 # ---- tools/test.py --tta ------------------------------------------------------------------
 
-def tools_test_tta(cfg, data_root, work_dir):
-    """Run ``cfg`` as MMSeg's ``tools/test.py --tta`` does; return (metrics, branch shapes).
+def background_checkpoint(cfg, path):
+    """A checkpoint of ``cfg.model`` whose classifier predicts class 0 everywhere.
 
-    The branch shapes are the inputs of each call of the wrapped segmentor, per image.
+    Its last layer has zero weights and a bias of 10 for class 0, so the expected metrics
+    follow from the label files alone (see ``expected_metrics``).
     """
+    from mmseg.registry import MODELS
+
+    torch.manual_seed(0)
+    model = MODELS.build(_strip_pretrained(cfg.model.to_dict()))
+    with torch.no_grad():
+        model.decode_head.conv_seg.weight.zero_()
+        model.decode_head.conv_seg.bias.zero_()
+        model.decode_head.conv_seg.bias[0] = 10.0
+    torch.save({'meta': {}, 'state_dict': model.state_dict()}, path)
+    return path
+
+
+def expected_metrics(label_files):
+    """aAcc and mIoU (in %) of predicting class 0 everywhere, from the label counts.
+
+    Class 0 has IoU = its pixels / all pixels; every other class present has IoU 0;
+    classes absent from the labels (and never predicted) have no IoU and are skipped,
+    as MMSeg's IoUMetric does. Totals are summed over the images before dividing.
+    """
+    counts = sum(np.bincount(cv2.imread(str(f), cv2.IMREAD_UNCHANGED).ravel(),
+                             minlength=256) for f in label_files)
+    counts = counts[:255]  # 255: not labelled, left out of every count
+    background = counts[0] / counts.sum()
+    present = np.count_nonzero(counts)
+    return 100 * background, 100 * background / present
+
+
+def tools_test_tta(cfg, checkpoint, data_root, work_dir):
+    """Run ``tools/test.py CONFIG CHECKPOINT --tta`` in-process: the config changes of
+    MMSeg's script, then ``Runner.test()``. Returns (metrics, branch shapes per call of
+    the wrapped segmentor)."""
     from mmengine.runner import Runner
 
     cfg.work_dir = str(work_dir)
+    cfg.load_from = str(checkpoint)
     cfg.test_dataloader.dataset.data_root = str(data_root)
     cfg.test_dataloader.num_workers = 0
     cfg.test_dataloader.persistent_workers = False
@@ -269,12 +302,14 @@ def tools_test_tta(cfg, data_root, work_dir):
     return metrics, calls
 
 
-def check_tta_run(metrics, calls, image_size, config):
-    assert 0.0 <= metrics['mIoU'] <= 100.0 and 0.0 <= metrics['aAcc'] <= 100.0
-    # One call per ratio and flip, each with the official size, for each image.
-    expected = [[size] for size in official_sizes(config, *image_size) for _ in range(2)]
-    num_images = len(calls) // len(expected)
-    assert num_images >= 1 and sorted(calls) == sorted(expected * num_images)
+def check_tta_run(metrics, calls, sizes, label_files):
+    """One call per image, ratio and flip, at the sizes of the official rule, and the
+    metrics of the all-background checkpoint."""
+    assert sorted(calls) == sorted([size] for size in sizes for _ in range(2))
+    a_acc, miou = expected_metrics(label_files)
+    assert 0 < miou < a_acc < 100  # the labels have background and other classes
+    assert metrics['aAcc'] == pytest.approx(a_acc, abs=0.006)
+    assert metrics['mIoU'] == pytest.approx(miou, abs=0.006)
 
 
 @pytest.mark.slow
@@ -282,9 +317,13 @@ def check_tta_run(metrics, calls, image_size, config):
 def test_tools_test_tta_on_toy_configs(config, tmp_path):
     data = tmp_path / 'toy'
     make_toy_dataset(str(data), num_train=1, num_val=2, size=32)
-    metrics, calls = tools_test_tta(Config.fromfile(str(config)), data, tmp_path / 'work')
-    assert len(calls) == 2 * len(RATIOS) * 2
-    check_tta_run(metrics, calls, (32, 32), config)
+    cfg = Config.fromfile(str(config))
+    checkpoint = background_checkpoint(cfg, tmp_path / 'model.pth')
+    metrics, calls = tools_test_tta(cfg, checkpoint, data, tmp_path / 'work')
+    sizes = official_sizes(config, 32, 32) * 2  # two 32x32 validation images
+    assert sizes[:6] == [(64, 64), (96, 96), (128, 128), (160, 160), (192, 192), (224, 224)]
+    check_tta_run(metrics, calls, sizes,
+                  sorted((data / 'annotations' / 'validation').glob('*.png')))
 
 
 @pytest.mark.slow
@@ -305,20 +344,20 @@ def test_tools_test_tta_on_the_custom_template(tmp_path):
     leaf.write_text(CUSTOM_CONFIG.read_text())
 
     rng = np.random.default_rng(0)
-    for folder, suffix in (('images/val', '.jpg'), ('annotations/val', '.png')):
-        (tmp_path / 'data' / folder).mkdir(parents=True)
+    images, labels = tmp_path / 'data' / 'images' / 'val', tmp_path / 'data' / 'annotations' / 'val'
+    images.mkdir(parents=True)
+    labels.mkdir(parents=True)
     for i in range(2):
-        cv2.imwrite(str(tmp_path / 'data' / 'images' / 'val' / f'{i}.jpg'),
-                    rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+        cv2.imwrite(str(images / f'{i}.jpg'), rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
         label = np.zeros((48, 64), np.uint8)
-        label[10:30, 20:50] = 1
-        cv2.imwrite(str(tmp_path / 'data' / 'annotations' / 'val' / f'{i}.png'), label)
+        label[10:30, 20:50 - 10 * i] = 1
+        label[0, :] = 255  # not labelled: counted nowhere
+        cv2.imwrite(str(labels / f'{i}.png'), label)
 
-    metrics, calls = tools_test_tta(Config.fromfile(str(leaf)), tmp_path / 'data',
-                                    tmp_path / 'work')
-    assert len(calls) == 2 * len(RATIOS) * 2
+    cfg = Config.fromfile(str(leaf))
+    checkpoint = background_checkpoint(cfg, tmp_path / 'model.pth')
+    metrics, calls = tools_test_tta(cfg, checkpoint, tmp_path / 'data', tmp_path / 'work')
     # The template's rule at the edited scale: fit inside (128r, 64r), no alignment.
-    expected = [fit_inside(48, 64, (int(128 * r), int(64 * r))) for r in RATIOS]
-    assert expected[2] == (64, 85)  # ratio 1.0: 64x48 enlarged by min(128/64, 64/48)
-    assert sorted(calls) == sorted([[size] for size in expected for _ in range(2)] * 2)
-    assert 0.0 <= metrics['mIoU'] <= 100.0
+    sizes = [fit_inside(48, 64, (int(128 * r), int(64 * r))) for r in RATIOS]
+    assert sizes[2] == (64, 85)  # ratio 1.0: 64x48 enlarged by min(128/64, 64/48)
+    check_tta_run(metrics, calls, sizes * 2, sorted(labels.glob('*.png')))
