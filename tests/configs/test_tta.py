@@ -154,7 +154,7 @@ _RESULTS = {}
 
 
 def tta_branches(config, tmp_path_factory):
-    """For each image size, the [(h, w, flip, image tensor)] of the config's TTA branches.
+    """For each image size (h, w), the [((h, w), flip, image)] of the config's TTA branches.
 
     Configs with the same dataset and ``tta_pipeline`` give the same output, so each
     such pair is run once.
