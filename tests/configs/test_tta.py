@@ -23,7 +23,6 @@ dataset's folders and suffixes), as ``tools/test.py --tta`` would load it.
 import functools
 import json
 import math
-import sys
 from pathlib import Path
 
 import cv2
@@ -45,7 +44,6 @@ RATIOS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 # (height, width): landscape and portrait ADE20K-like, a large one, a tiny one.
 SIZES = ((250, 333), (333, 250), (768, 1024), (48, 64))
 
-sys.path.insert(0, str(REPO_ROOT / 'tools'))
 from make_toy_dataset import make_toy_dataset  # noqa: E402
 
 
