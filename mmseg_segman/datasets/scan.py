@@ -28,7 +28,7 @@ from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Se
 import numpy as np
 
 from ..errors import DataCheckError
-from .checks import describe_file_problem
+from .checks import check_dataset_folders, describe_file_problem
 from .transforms import check_finite_image, check_label_values
 
 __all__ = ['SampleTask', 'SampleResult', 'Problem', 'SplitSummary', 'ScanReport',
@@ -253,15 +253,24 @@ def collect_samples(cfg: Any, splits: Sequence[str]) -> Tuple[List[SampleTask],
     from mmseg.registry import DATASETS
 
     init_default_scope(cfg.get('default_scope', 'mmseg') or 'mmseg')
+    missing = [s for s in splits if not (cfg.get(f'{s}_dataloader') or {}).get('dataset')]
+    if missing:
+        raise DataCheckError(f'{missing[0]}_dataloader: the config has no such dataloader (or '
+                             f'no dataset in it); choose --splits among those it has')
+    # missing or empty image folders: one error naming the key and the folder
+    check_dataset_folders({f'{s}_dataloader': cfg.get(f'{s}_dataloader') for s in splits})
     tasks: List[SampleTask] = []
     meta: Dict[str, dict] = {}
     for split in splits:
-        loader = cfg.get(f'{split}_dataloader')
-        if not loader or not loader.get('dataset'):
-            raise DataCheckError(f'{split}_dataloader: the config has no such dataloader (or '
-                                 f'no dataset in it); choose --splits among those it has')
-        ds_cfg, loading = _without_pipelines(loader['dataset'])
-        dataset = DATASETS.build(ds_cfg)
+        ds_cfg, loading = _without_pipelines(cfg.get(f'{split}_dataloader')['dataset'])
+        try:
+            dataset = DATASETS.build(ds_cfg)
+        except DataCheckError:
+            raise
+        except Exception as err:
+            raise DataCheckError(f'{split}_dataloader.dataset: it cannot be built '
+                                 f'({type(err).__name__}: {err}); check its type, data_root '
+                                 'and data_prefix') from err
         ann = loading.get('ann', {})
         img = loading.get('img', {})
         index = 0

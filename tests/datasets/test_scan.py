@@ -152,6 +152,17 @@ def test_missing_split_is_one_error(tmp_path):
         scan_config(Config(config_dict(tmp_path)), ('test', ), nproc=1)
 
 
+def test_missing_image_folder_is_one_error(tmp_path):
+    make_dataset(tmp_path, defects=False)
+    cfg = config_dict(tmp_path)
+    cfg['val_dataloader']['dataset']['data_prefix']['img_path'] = 'images/nowhere'
+    with pytest.raises(DataCheckError, match=r'val_dataloader.dataset: image folder '
+                       r'.*images/nowhere does not exist'):
+        scan_config(Config(cfg), ('train', 'val'), nproc=1)
+    report = scan_config(Config(cfg), ('train', ), nproc=1)  # only the splits asked for
+    assert report.ok and list(report.splits) == ['train']
+
+
 def _tool():
     spec = importlib.util.spec_from_file_location(
         'check_dataset', REPO_ROOT / 'tools' / 'misc' / 'check_dataset.py')

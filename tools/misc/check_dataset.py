@@ -79,7 +79,8 @@ def main(argv: Optional[List[str]] = None) -> int:
               f'class: {pixels}; ignored ({summary.ignore_index}): {summary.ignored_pixels}')
     report.write(out)
     if report.ok:
-        print(f'all files OK ({report.seconds:.1f} s, {report.nproc} processes); '
+        print(f'all files OK ({report.seconds:.1f} s, {report.nproc} process'
+              f'{"es" if report.nproc > 1 else ""}); '
               f'summary: {out}')
         return 0
     files = sorted({p.file for p in report.problems})
