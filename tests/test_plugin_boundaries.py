@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 # Imports every module of torch, mmcv, mmengine and mmseg that the plugin's import touches
 # (and more), records every callable attribute of every loaded module of those packages
 # and every attribute of their classes, imports mmseg_segman, and records again.
@@ -64,6 +66,7 @@ print(json.dumps(dict(checked=len(before), changed=changed, removed=removed, add
 '''
 
 
+@pytest.mark.smoke
 def test_import_changes_no_function_of_torch_mmcv_mmengine_mmseg(tmp_path):
     result = subprocess.run([sys.executable, '-c', SNAPSHOT], cwd=tmp_path,
                             capture_output=True, text=True, timeout=300)
@@ -77,6 +80,7 @@ def test_import_changes_no_function_of_torch_mmcv_mmengine_mmseg(tmp_path):
     assert report['state'] == {}, report['state']
 
 
+@pytest.mark.smoke
 def test_importing_the_libraries_loads_nothing_of_ours(tmp_path):
     code = ('import sys, torch, mmcv, mmengine, mmengine.runner, mmseg, mmseg.apis, '
             'mmseg.models, mmseg.datasets\n'

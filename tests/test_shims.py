@@ -12,6 +12,7 @@ import pytest
 from mmseg_segman import shims
 
 
+@pytest.mark.smoke
 def test_mmcv_ext_stub_needed_exactly_when_mmseg_imports_compiled_ops():
     mask_classification = importlib.util.find_spec('mmseg.utils.mask_classification')
     with open(mask_classification.origin) as f:
@@ -25,6 +26,7 @@ def test_mmcv_ext_stub_needed_exactly_when_mmseg_imports_compiled_ops():
         assert shims.needs_mmcv_ext_stub() is unguarded
 
 
+@pytest.mark.smoke
 def test_stub_names_the_missing_op():
     if not unguarded_mmseg():
         pytest.skip('this mmseg guards its mmcv.ops imports: no stand-in, nothing to call')

@@ -1,19 +1,30 @@
 #!/usr/bin/env bash
-# Install (idempotent, see tools/install.sh --tests) and run the test suite; then install the
-# classification environment .venv-cls (tools/install.sh --classification) and run
-# tests/classification there, where mmpretrain imports (in .venv those tests skip).
-# Extra arguments go to pytest, e.g. `bash tools/run_tests.sh tests/test_compat.py -x`:
-# paths under tests/classification run in .venv-cls, other paths in .venv; without a path
-# argument (options only, e.g. -m "not slow") both stages run with the same options.
-# MMSEG_SEGMAN_CLASSIFICATION=0 skips the .venv-cls stage. The exit status is non-zero if
-# either stage fails.
+# Install (idempotent, see tools/install.sh) and run the tests in three stages:
+#   1. the main suite in .venv (the default stack: torch 2.13, onedl-mmengine/mmcv/mmseg);
+#   2. the smoke tier (pytest -m smoke) in .venv-frozen, the frozen OpenMMLab stack
+#      (torch 2.1.2, mmengine 0.10.7, mmcv-lite 2.1.0, mmsegmentation 1.2.2);
+#   3. tests/classification in .venv-cls, where mmpretrain imports.
+# Extra arguments go to pytest, e.g. `bash tools/run_tests.sh tests/test_shims.py -x`:
+# paths under tests/classification run in stage 3 only, other paths in stage 1 only;
+# without a path argument (options only, e.g. -m "not slow") stages 1 and 3 get them.
+# `bash tools/run_tests.sh --frozen` runs stage 2 only. MMSEG_SEGMAN_FROZEN=0 and
+# MMSEG_SEGMAN_CLASSIFICATION=0 skip stages 2 and 3. The exit status is non-zero if any
+# stage fails.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 
-main_args=() cls_args=() main_paths=0 cls_paths=0
+# The smoke tier: import boundary, shims, the 12 variants, golden outputs, toy training /
+# test / resume after a kill, MMSeg's own train and test scripts.
+SMOKE_FILES=(tests/test_plugin_boundaries.py tests/test_shims.py
+             tests/models/test_all_variants.py tests/models/test_segman_model.py
+             tests/models/test_lrformer_model.py tests/engine/test_resume.py
+             tests/tools/test_train_test.py tests/apis/test_mmseg_entry_points.py)
+
+main_args=() cls_args=() main_paths=0 cls_paths=0 only_frozen=0
 for arg in "$@"; do
     case "$arg" in
+        --frozen) only_frozen=1 ;;
         tests/classification | tests/classification/* | tests/classification::*)
             cls_args+=("$arg"); cls_paths=1 ;;
         tests | tests/* | tests::*)
@@ -21,17 +32,28 @@ for arg in "$@"; do
         *) main_args+=("$arg"); cls_args+=("$arg") ;;
     esac
 done
-run_main=1 run_cls=1
+run_main=1 run_frozen=1 run_cls=1
 [[ $cls_paths == 1 && $main_paths == 0 ]] && run_main=0
 [[ $main_paths == 1 && $cls_paths == 0 ]] && run_cls=0
+[[ $main_paths == 1 || $cls_paths == 1 || ${#main_args[@]} -gt 0 ]] && run_frozen=0
+[[ $only_frozen == 1 ]] && { run_main=0; run_cls=0; run_frozen=1; }
+[[ "${MMSEG_SEGMAN_FROZEN:-1}" == 0 ]] && run_frozen=0
 [[ "${MMSEG_SEGMAN_CLASSIFICATION:-1}" == 0 ]] && run_cls=0
 [[ $cls_paths == 0 ]] && cls_args+=(tests/classification)
 
 status=0
 if [[ $run_main == 1 ]]; then
     bash "$REPO/tools/install.sh" --tests
+    echo "[run_tests] main suite in .venv (default stack)"
     # shellcheck disable=SC1091
     (. .venv/bin/activate && python -m pytest ${main_args[@]+"${main_args[@]}"}) || status=$?
+fi
+if [[ $run_frozen == 1 ]]; then
+    bash "$REPO/tools/install.sh" --frozen
+    echo "[run_tests] smoke tier in .venv-frozen (frozen OpenMMLab stack)"
+    # shellcheck disable=SC1091
+    (. .venv-frozen/bin/activate && python -m pytest -m smoke "${SMOKE_FILES[@]}") \
+        || status=$?
 fi
 if [[ $run_cls == 1 ]]; then
     bash "$REPO/tools/install.sh" --classification

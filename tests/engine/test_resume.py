@@ -220,6 +220,7 @@ def _assert_same_run(a, b):
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
+@pytest.mark.smoke
 def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     """Two persistent dataloader workers: their replay must land where they were."""
     data = tmp_path / 'toy'

@@ -83,6 +83,7 @@ def test_segmentor_state_dict_is_official_key_for_key(arch):
 # --------------------------------------------------------------------------------------------
 # Golden outputs of the official code
 # --------------------------------------------------------------------------------------------
+@pytest.mark.smoke
 def test_golden_lrformer_t_reproduces_official_outputs(golden):
     model = build_from_config('lrformer-t_ade20k').eval()
     model.load_state_dict(golden['state_dict'], strict=True)

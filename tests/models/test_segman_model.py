@@ -55,6 +55,7 @@ def test_parameter_counts_match_the_paper(variant, params):
     assert sum(k.startswith('decode_head.') for k in model.state_dict()) == 87
 
 
+@pytest.mark.smoke
 def test_segman_t_config_reproduces_the_official_outputs(load_golden):
     golden = load_golden('segman-t.pt')
     # Built as configured (SyncBN kept): in eval SyncBN normalises with running statistics.

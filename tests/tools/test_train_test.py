@@ -60,6 +60,7 @@ def run(cmd, cwd, timeout=600, **env):
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
+@pytest.mark.smoke
 def test_train_checkpoint_resume_with_stock_entry_then_test(toy_root, tmp_path):
     work_dir = tmp_path / 'work'
     log = run([sys.executable, REPO_ROOT / 'tools' / 'train.py', TOY_CONFIG,

@@ -1,0 +1,180 @@
+"""torch.compile on the three families' T models: no graph breaks, compiled equals eager, and
+what changes of the input shape cost in recompilations.
+
+Fast tier: ``torch._dynamo.explain`` (traces only) and the ``aot_eager`` backend (dynamo plus
+AOTAutograd, forward and backward graphs, no code generation), which check everything the
+compiler sees without inductor's minutes of C++ compilation; inductor itself runs in
+benchmarks/bench_models.py --compile and in the slow MMEngine ``compile=True`` test.
+On a torch without ``torch.library.custom_op`` (< 2.4, e.g. the frozen 2.1.2 stack) SegMAN's
+operators stay autograd Functions that dynamo breaks on: these tests skip there.
+"""
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.config import Config
+from mmengine.model import revert_sync_batchnorm
+from mmseg.registry import MODELS
+from mmseg.utils import register_all_modules
+
+import mmseg_segman  # noqa: F401,I001  (registers the modules)
+from mmseg_segman.ops import library
+
+REPO = next(p for p in Path(__file__).resolve().parents if (p / 'mmseg_segman').is_dir())
+FAMILIES = ('segman', 'segnext', 'lrformer')
+
+pytestmark = pytest.mark.skipif(
+    not library.AVAILABLE,
+    reason='torch.library.custom_op needs torch >= 2.4: SegMAN compiles with graph breaks here')
+
+register_all_modules()
+
+
+def _build(family, num_classes=150, deterministic=False):
+    """The family's T model (random weights, BN), on ADE20K's classes."""
+    cfg = Config.fromfile(str(REPO / 'configs' / family / f'{family}-t_ade20k.py'))
+    cfg.model.backbone.init_cfg = None
+    cfg.model.decode_head.num_classes = num_classes
+    if deterministic:  # no drop path or dropout: eager and compiled draw different masks
+        cfg.model.backbone.drop_path_rate = 0.0
+        cfg.model.decode_head.dropout_ratio = 0.0
+    torch.manual_seed(0)
+    return revert_sync_batchnorm(MODELS.build(cfg.model))
+
+
+def _logits(model, x):
+    return model.decode_head(model.backbone(x))
+
+
+def _loss(model, x, labels):
+    logits = _logits(model, x)
+    logits = F.interpolate(logits, size=labels.shape[-2:], mode='bilinear', align_corners=False)
+    return F.cross_entropy(logits, labels)
+
+
+def _rel(out, ref):
+    return ((out.double() - ref.double()).abs().max() / ref.double().abs().max()).item()
+
+
+class _CountingBackend:
+    """A dynamo backend that counts the graphs it is given and runs them as traced."""
+
+    def __init__(self):
+        self.graphs = 0
+
+    def __call__(self, gm, example_inputs):
+        self.graphs += 1
+        return gm.forward
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize('mode', ['eval', 'train'])
+@pytest.mark.parametrize('family', FAMILIES)
+def test_no_graph_breaks(family, mode):
+    """backbone -> decode_head traces as one graph in eval (no grad) and in train mode with a
+    loss, at 64x64 (SegMAN's stage-4 map is smaller than its kernel: the padded, key-masked
+    neighbourhood attention) and 256x224 (every map at least the kernel; a non-square input)."""
+    model = _build(family)
+    model.train(mode == 'train')
+    batch = 2  # BN in train mode needs more than one value per channel after the image pool
+    for h, w in ((64, 64), (256, 224)):
+        x = torch.randn(batch, 3, h, w)
+        if mode == 'eval':
+            with torch.no_grad():
+                report = torch._dynamo.explain(_logits)(model, x)
+        else:
+            labels = torch.randint(0, 150, (batch, h, w))
+            report = torch._dynamo.explain(_loss)(model, x, labels)
+        reasons = [str(b.reason).split('\n')[0] for b in report.break_reasons]
+        assert report.graph_break_count == 0, (family, mode, (h, w), reasons[:5])
+        assert report.graph_count == 1
+        assert report.op_count > 100  # the whole model was traced, not an empty frame
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_compiled_eval_equals_eager(family):
+    """fullgraph=True compiles (no break allowed) and gives eager's logits within 1e-5."""
+    model = _build(family).eval()
+    x = torch.randn(2, 3, 96, 128)
+    compiled = torch.compile(_logits, backend='aot_eager', fullgraph=True)
+    with torch.no_grad():
+        ref = _logits(model, x)
+        out = compiled(model, x)
+    assert out.shape == ref.shape == (2, 150, 12, 16)
+    assert _rel(out, ref) <= 1e-5
+
+
+def test_compiled_training_gradients_equal_eager():
+    """SegMAN-T forward + loss compiled with fullgraph=True (AOTAutograd traces the backward
+    through the custom ops' backward ops): loss within 1e-5 and every parameter's gradient
+    within 1e-4 of eager's, relative to the largest entry of that gradient."""
+    eager = _build('segman', num_classes=19, deterministic=True).train()
+    comp = copy.deepcopy(eager)
+    x = torch.randn(2, 3, 96, 96)
+    labels = torch.randint(0, 19, (2, 96, 96))
+    loss_ref = _loss(eager, x, labels)
+    loss_ref.backward()
+    loss = torch.compile(_loss, backend='aot_eager', fullgraph=True)(comp, x, labels)
+    loss.backward()
+    assert abs(loss.item() - loss_ref.item()) <= 1e-5 * abs(loss_ref.item())
+    worst, checked = 0.0, 0
+    for (name, p), q in zip(eager.named_parameters(), comp.parameters()):
+        if p.grad is None:
+            assert q.grad is None, name
+            continue
+        scale = p.grad.abs().max().item()
+        if scale == 0:
+            continue
+        worst = max(worst, (q.grad - p.grad).abs().max().item() / scale)
+        checked += 1
+    assert checked > 100  # the scan's A_logs/Ds/dt weights and the rpb tables among them
+    assert worst <= 1e-4, worst
+    grads = {n for n, p in comp.named_parameters() if p.grad is not None}
+    assert any('A_logs' in n for n in grads) and any('rpb' in n for n in grads)
+
+
+def test_batch_change_does_not_recompile():
+    """With the batch marked dynamic the first time, batches 2, 3 and 5 run one graph. (Batch 1
+    is specialised by torch's 0/1 rule and gets a graph of its own.)"""
+    model = _build('segman').eval()
+    backend = _CountingBackend()
+    compiled = torch.compile(_logits, backend=backend)
+    with torch.no_grad():
+        for batch in (2, 3, 5):
+            x = torch.randn(batch, 3, 64, 96)
+            if batch == 2:
+                torch._dynamo.mark_dynamic(x, 0)
+            out = compiled(model, x)
+            assert torch.equal(out, _logits(model, x))
+        assert backend.graphs == 1
+        compiled(model, torch.randn(1, 3, 64, 96))
+        assert backend.graphs == 2
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_dynamic_height_and_width_share_one_graph_above_the_kernel():
+    """H and W marked dynamic: whole-image inference at 256x256, 288x352 and 352x320 runs one
+    graph, with eager's outputs. (Below that, maps smaller than the kernel take the padded
+    path and torch's conv backend choice guards on sizes: each such regime is a graph.)"""
+    model = _build('segman').eval()
+    backend = _CountingBackend()
+    compiled = torch.compile(_logits, backend=backend)
+    with torch.no_grad():
+        for i, (h, w) in enumerate(((256, 256), (288, 352), (352, 320))):
+            x = torch.randn(1, 3, h, w)
+            if i == 0:
+                torch._dynamo.mark_dynamic(x, 2)
+                torch._dynamo.mark_dynamic(x, 3)
+            out = compiled(model, x)
+            assert out.shape[-2:] == (h // 8, w // 8)
+            assert _rel(out, _logits(model, x)) <= 1e-5
+    assert backend.graphs == 1
