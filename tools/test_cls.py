@@ -9,6 +9,11 @@ converted first. Needs the classification environment (``bash tools/install.sh
 
 
 if __name__ == '__main__':
+    from _mmseg_tool import _load_shims
+
+    # mmpretrain 1.2 imports mainline mmseg/mmcv: with mmcv-lite it needs the mmcv._ext
+    # stand-in (one line says so; nothing on full mmcv).
+    _load_shims().apply_needed_shims()
     import mmseg_segman  # noqa: F401  (registers the encoders in mmpretrain)
     from mmseg_segman.classification.tools import run_mmpretrain_tool
 

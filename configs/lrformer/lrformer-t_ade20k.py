@@ -25,7 +25,7 @@ total_batch_size = 32  # the recipe's total, checked by BatchSizeCheckHook
 # the original image (Resize scale_factor=r), no alignment to 32; the S/B/L configs inherit
 # it. It replaces the dataset base's SegMAN/SegNeXt protocol (rescale to fit (2048r, ...)).
 tta_pipeline = [
-    dict(type='LoadCheckedImageFromFile', backend_args=None),
+    dict(type='LoadImageFromFile', backend_args=None),
     dict(
         type='TestTimeAug',
         transforms=[

@@ -77,3 +77,42 @@ def test_mmseg_own_inferencer_finds_the_names_in_the_plugin_scope(tmp_path):
                                img).pred_sem_seg.data[0].numpy()
     assert len(np.unique(prediction)) > 1
     np.testing.assert_array_equal(prediction, expected)
+
+
+def test_weights_of_another_class_count_are_refused_naming_the_keys(tmp_path):
+    """As init_model: a checkpoint that does not fit raises instead of predicting with a
+    random head; strict_load=False loads the matching weights only."""
+    from mmseg_segman.errors import CheckpointMismatchError
+
+    config = 'configs/toy/fcn-r18-narrow_toy.py'
+    other = init_model(config, None, device='cpu', cfg_options={
+        'model.decode_head.num_classes': 7})
+    checkpoint = tmp_path / 'seven.pth'
+    torch.save({'state_dict': other.state_dict(), 'meta': {}}, checkpoint)
+    with pytest.raises(CheckpointMismatchError) as info:
+        MMSegInferencer(model=config, weights=str(checkpoint), device='cpu')
+    message = str(info.value)
+    assert str(checkpoint) in message
+    assert 'decode_head.conv_seg.weight: checkpoint [7, 64, 1, 1] vs model [4, 64, 1, 1]' \
+        in message
+    assert 'strict_load=False' in message
+    loose = MMSegInferencer(model=config, weights=str(checkpoint), device='cpu',
+                            strict_load=False)  # mmengine logs the skipped keys
+    key = 'backbone.stem.0.weight'
+    assert torch.equal(loose.model.state_dict()[key], other.state_dict()[key])
+
+
+def test_weights_that_run_code_are_refused(tmp_path):
+    import os
+
+    from mmseg_segman.errors import CheckpointRefusedError
+
+    class Reduce:
+        def __reduce__(self):
+            return os.system, (f'touch {tmp_path / "pwned"}', )
+
+    torch.save({'state_dict': {}, 'x': Reduce()}, tmp_path / 'evil.pth')
+    with pytest.raises(CheckpointRefusedError, match='evil.pth'):
+        MMSegInferencer(model='configs/toy/fcn-r18-narrow_toy.py',
+                        weights=str(tmp_path / 'evil.pth'), device='cpu')
+    assert not (tmp_path / 'pwned').exists()

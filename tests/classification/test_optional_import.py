@@ -87,7 +87,8 @@ print(json.dumps(dict(
     same=[MODELS.get(n) is SEG.get(n) for n in names],
     heads=[MODELS.get(n).__name__ for n in ('SegMANClsHead', 'PooledLinearClsHead')])))
 '''
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(REPO_ROOT)] + ([os.environ['PYTHONPATH']] if os.environ.get('PYTHONPATH') else [])))
     out = subprocess.run([sys.executable, '-c', code], env=env, cwd=str(REPO_ROOT),
                          capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -13,7 +13,8 @@ pytestmark = pytest.mark.slow
 
 
 def run_tool(name, *args, timeout=600):
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(REPO_ROOT)] + ([os.environ['PYTHONPATH']] if os.environ.get('PYTHONPATH') else [])))
     return subprocess.run([sys.executable, str(REPO_ROOT / 'tools' / f'{name}_cls.py'), *args],
                           env=env, cwd=str(REPO_ROOT), capture_output=True, text=True,
                           timeout=timeout)

@@ -454,7 +454,11 @@ def test_every_pipeline_checks_its_annotations(path):
     cfg = Config.fromfile(str(path))
     text = cfg.pretty_text
     assert "'LoadAnnotations'" not in text and 'LoadCheckedAnnotations' in text
-    assert "'LoadImageFromFile'" not in text and 'LoadCheckedImageFromFile' in text
+    # Training loads images through the checked loader; test pipelines keep MMSeg's
+    # LoadImageFromFile, which MMSeg's inferencer looks up by name (and swaps for an
+    # in-memory loader).
+    assert cfg.train_dataloader.dataset.pipeline[0]['type'] == 'LoadCheckedImageFromFile'
+    assert cfg.test_dataloader.dataset.pipeline[0]['type'] == 'LoadImageFromFile'
     hooks = [h['type'] for h in cfg.custom_hooks]
     assert {'CheckpointGuardHook', 'DataCheckHook', 'RandomStateHook'} <= set(hooks)
     assert cfg.model_wrapper_cfg.type == 'mmseg_segman.CPUAwareDistributedDataParallel'

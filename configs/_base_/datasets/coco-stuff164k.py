@@ -24,7 +24,7 @@ train_pipeline = [
     dict(type='PackSegInputs')
 ]
 test_pipeline = [
-    dict(type='LoadCheckedImageFromFile'),
+    dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(2048, 512), keep_ratio=True),
     # Then to the nearest multiples of 32 (SegMAN's AlignedResize, LRFormer's AlignResize,
     # SegNeXt's ResizeToMultiple: all three official test pipelines do this).
@@ -49,7 +49,7 @@ test_pipeline = [
 # official MMSeg 1.x form (the original image times r).
 img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
 tta_pipeline = [
-    dict(type='LoadCheckedImageFromFile', backend_args=None),
+    dict(type='LoadImageFromFile', backend_args=None),
     dict(
         type='TestTimeAug',
         transforms=[

@@ -14,7 +14,7 @@
 # ---- edit these ------------------------------------------------------------------------
 data_root = 'data/my_dataset'
 # One name and one RGB colour per class; num_classes = len(classes). The leaf config
-# (configs/segman/segman-t_custom.py) passes num_classes to the decode head.
+# (configs/custom/segman-t_custom.py) passes num_classes to the decode head.
 classes = ('background', 'object')
 palette = [[0, 0, 0], [220, 20, 60]]
 # True when mask value 0 means "unlabelled" (as in ADE20K): 0 becomes 255 (ignored) and
@@ -46,7 +46,7 @@ train_pipeline = [
     dict(type='PackSegInputs')
 ]
 test_pipeline = [
-    dict(type='LoadCheckedImageFromFile'),
+    dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=scale, keep_ratio=True),
     # Loaded after Resize: the mIoU is computed at the masks' own resolution.
     dict(type='LoadCheckedAnnotations'),
@@ -58,7 +58,7 @@ test_pipeline = [
 # above; each scale is tested unflipped and flipped and the predictions averaged.
 img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
 tta_pipeline = [
-    dict(type='LoadCheckedImageFromFile', backend_args=None),
+    dict(type='LoadImageFromFile', backend_args=None),
     dict(
         type='TestTimeAug',
         transforms=[
