@@ -364,7 +364,7 @@ def _pretrained_entries(node, path: str):
             yield from _pretrained_entries(value, f'{path}.{i}')
 
 
-def check_pretrained_files(cfg) -> None:
+def check_pretrained_files(cfg: Mapping) -> None:
     """Fail before anything is built when a local pretrained file of ``cfg.model`` is missing.
 
     Training loads pretrained weights only after the dataloaders are built; this check lets

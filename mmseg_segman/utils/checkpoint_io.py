@@ -24,7 +24,7 @@ import pickle
 import re
 import sys
 import types
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 from mmengine.fileio import LocalBackend, register_backend
@@ -142,7 +142,7 @@ def _restricted_pickle_module(allowed: Dict[str, Any]) -> types.ModuleType:
             raise pickle.UnpicklingError(f'Unsupported global: GLOBAL {full} was not an '
                                          f'allowed global by default')
 
-    def load(file, **kwargs):
+    def load(file: Any, **kwargs: Any) -> Any:
         return Unpickler(file, **kwargs).load()
 
     module = types.ModuleType('mmseg_segman_restricted_pickle')
@@ -359,10 +359,11 @@ class AtomicLocalBackend(LocalBackend):
     ``default_hooks = dict(checkpoint=dict(..., backend_args=dict(backend='atomic_local')))``.
     """
 
-    def put(self, obj: bytes, filepath) -> None:
+    def put(self, obj: bytes, filepath: Union[str, 'os.PathLike']) -> None:
         self._atomic_write(obj, str(filepath))
 
-    def put_text(self, obj: str, filepath, encoding: str = 'utf-8') -> None:
+    def put_text(self, obj: str, filepath: Union[str, 'os.PathLike'],
+                 encoding: str = 'utf-8') -> None:
         self._atomic_write(obj.encode(encoding), str(filepath))
 
     @staticmethod

@@ -24,8 +24,10 @@ a handler is an error (its FLOPs would silently be zero).
 """
 import warnings
 from math import prod
+from typing import Callable, Dict, Sequence
 
 import torch
+import torch.nn as nn
 from mmengine.analysis import FlopAnalyzer
 from mmengine.analysis.jit_handles import get_shape
 
@@ -37,7 +39,8 @@ __all__ = [
 ]
 
 
-def selective_scan_flops(batch, dim, length, d_state, with_d=True, with_z=False):
+def selective_scan_flops(batch: int, dim: int, length: int, d_state: int, with_d: bool = True,
+                         with_z: bool = False) -> int:
     """FLOPs of one selective scan (mamba-ssm issue #110 formula).
 
     Args:
@@ -55,7 +58,8 @@ def selective_scan_flops(batch, dim, length, d_state, with_d=True, with_z=False)
     return flops + batch * dim * length * (int(with_d) + int(with_z))
 
 
-def na2d_qk_flops(batch, heads, height, width, head_dim, kernel_size, rpb=False):
+def na2d_qk_flops(batch: int, heads: int, height: int, width: int, head_dim: int,
+                  kernel_size: int, rpb: bool = False) -> int:
     """FLOPs of 2-D neighborhood q.k, as natten's ``qk_2d_rpb_flop``.
 
     natten counts the products, one extra op per logit, and one more per logit with a bias.
@@ -66,12 +70,14 @@ def na2d_qk_flops(batch, heads, height, width, head_dim, kernel_size, rpb=False)
     return batch * heads * height * width * kernel_size**2 * (head_dim + 1 + int(rpb))
 
 
-def na2d_av_flops(batch, heads, height, width, head_dim, kernel_size):
+def na2d_av_flops(batch: int, heads: int, height: int, width: int, head_dim: int,
+                  kernel_size: int) -> int:
     """FLOPs of 2-D neighborhood attn.v, as natten's ``av_2d_flop``: ``B*h*H*W*k²*head_dim``."""
     return batch * heads * height * width * kernel_size**2 * head_dim
 
 
-def sdpa_flops(query_shape, key_shape, value_shape):
+def sdpa_flops(query_shape: Sequence[int], key_shape: Sequence[int],
+               value_shape: Sequence[int]) -> int:
     """Multiply-adds of ``softmax(q k^T) v``: ``prod(q.shape[:-1]) * Lk * (Dqk + Dv)``."""
     return prod(query_shape[:-1]) * key_shape[-2] * (query_shape[-1] + value_shape[-1])
 
@@ -115,7 +121,7 @@ def _python_op_name(fn, *args):
     return names.pop()
 
 
-def custom_op_handles():
+def custom_op_handles() -> Dict[str, Callable]:
     """Handlers for our operators, keyed by the trace node names they record on CPU.
 
     Returns:
@@ -145,7 +151,7 @@ def custom_op_handles():
     }
 
 
-def flop_analyzer(model, inputs):
+def flop_analyzer(model: nn.Module, inputs: tuple) -> 'FlopAnalyzer':
     """A :class:`FlopAnalyzer` of ``model(*inputs)`` that also counts our operators.
 
     Args:

@@ -5,11 +5,14 @@ Most failed reproductions reported on the official trackers (SegMAN #23 #38 #46,
 batch, and with it the effective learning-rate schedule, changed silently.
 """
 import logging
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
+
+if TYPE_CHECKING:
+    from mmengine.runner import Runner
 
 __all__ = ['BatchSizeCheckHook', 'batch_size_mismatch']
 
@@ -86,7 +89,7 @@ class BatchSizeCheckHook(Hook):
                              f"total_batch_size to the recipe's total batch.")
         return total_batch_size
 
-    def before_train(self, runner) -> None:
+    def before_train(self, runner: 'Runner') -> None:
         total = self.total_batch_size
         if total is None and runner.cfg is not None:
             total = self._checked(runner.cfg.get('total_batch_size'))

@@ -19,7 +19,7 @@ What it does, for one run (nothing before ``before_run`` or after ``after_run``)
   the work directory that reads completely, with a warning naming the damaged ones
   (mmengine would pick the one ``last_checkpoint`` names and fail on it).
 """
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
@@ -27,13 +27,16 @@ from mmengine.registry import HOOKS
 from ...utils.checkpoint import check_state_dict_matches
 from ...utils.checkpoint_io import find_latest_loadable_checkpoint, weights_only_checkpoints
 
+if TYPE_CHECKING:
+    from mmengine.runner import Runner
+
 __all__ = ['CheckpointGuardHook', 'STRICT_LOAD_KEY']
 
 # The config key that turns strict evaluation loading off.
 STRICT_LOAD_KEY = 'strict_load'
 
 
-def _training(runner) -> bool:
+def _training(runner: 'Runner') -> bool:
     from mmengine.runner import BaseLoop
 
     # Runner.train builds its loop before `before_run`; Runner.val / test never build it.
@@ -58,7 +61,7 @@ class CheckpointGuardHook(Hook):
         self.resume_fallback = resume_fallback
         self._scope = None
 
-    def before_run(self, runner) -> None:
+    def before_run(self, runner: 'Runner') -> None:
         if self.weights_only and self._scope is None:
             self._scope = weights_only_checkpoints()
             self._scope.__enter__()
@@ -73,7 +76,7 @@ class CheckpointGuardHook(Hook):
                 self._leave()
                 raise
 
-    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+    def after_load_checkpoint(self, runner: 'Runner', checkpoint: dict) -> None:
         if _training(runner) or not runner.cfg.get(STRICT_LOAD_KEY, True):
             return
         state_dict = checkpoint.get('state_dict', checkpoint)
@@ -88,7 +91,7 @@ class CheckpointGuardHook(Hook):
             self._leave()
             raise
 
-    def after_run(self, runner) -> None:
+    def after_run(self, runner: 'Runner') -> None:
         self._leave()
 
     def _leave(self) -> None:

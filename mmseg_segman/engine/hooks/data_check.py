@@ -6,10 +6,15 @@ dataset sets through ``metainfo``), not to the pipeline, so this hook hands it o
 the run's datasets are built: every ``LoadCheckedAnnotations`` without an explicit
 ``num_classes`` gets its dataset's. Nothing else of the dataset changes.
 """
+from typing import TYPE_CHECKING
+
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
 from ...datasets.checks import bind_num_classes
+
+if TYPE_CHECKING:
+    from mmengine.runner import Runner
 
 __all__ = ['DataCheckHook']
 
@@ -20,7 +25,7 @@ class DataCheckHook(Hook):
 
     priority = 'VERY_HIGH'
 
-    def before_run(self, runner) -> None:
+    def before_run(self, runner: 'Runner') -> None:
         from mmengine.runner import BaseLoop
 
         # Runner.train / val / test build their loops (and datasets) before `before_run`.

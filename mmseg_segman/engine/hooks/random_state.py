@@ -28,7 +28,7 @@ of processes cannot repeat the original one; both are reported with a warning.
 """
 import random
 import warnings
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import numpy as np
 import torch
@@ -36,6 +36,9 @@ from mmengine.dist import all_gather_object, get_dist_info
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.runner import BaseLoop
 from mmseg.registry import HOOKS
+
+if TYPE_CHECKING:
+    from mmengine.runner import Runner
 
 __all__ = ['RandomStateHook', 'capture_random_state', 'restore_random_state']
 
@@ -137,19 +140,20 @@ class RandomStateHook(Hook):
         self._missing = False
 
     # ---------------------------------------------------------------- saving
-    def _position(self, runner) -> tuple:
+    def _position(self, runner: 'Runner') -> tuple:
         return runner.epoch, runner.iter
 
-    def _all_ranks(self, runner) -> List[dict]:
+    def _all_ranks(self, runner: 'Runner') -> List[dict]:
         """This process's state, gathered from every process in distributed runs."""
         state = capture_random_state()
         _, world_size = get_dist_info()
         return all_gather_object(state) if world_size > 1 else [state]
 
-    def _checkpoint_hooks(self, runner):
+    def _checkpoint_hooks(self, runner: 'Runner'):
         return [h for h in runner.hooks if isinstance(h, CheckpointHook)]
 
-    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None):
+    def after_train_iter(self, runner: 'Runner', batch_idx: int,
+                         data_batch: Optional[dict] = None, outputs: Optional[dict] = None) -> None:
         """Gather every process's state when a CheckpointHook is about to save."""
         if get_dist_info()[1] == 1:
             return  # one process: the state is read when the checkpoint is written
@@ -161,7 +165,7 @@ class RandomStateHook(Hook):
             self._gathered, self._gathered_at = self._all_ranks(runner), \
                 self._position(runner)
 
-    def after_train_epoch(self, runner):
+    def after_train_epoch(self, runner: 'Runner') -> None:
         """Gather every process's state before an epoch checkpoint."""
         if get_dist_info()[1] == 1:
             return
@@ -172,7 +176,7 @@ class RandomStateHook(Hook):
             self._gathered, self._gathered_at = self._all_ranks(runner), \
                 self._position(runner)
 
-    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+    def before_save_checkpoint(self, runner: 'Runner', checkpoint: dict) -> None:
         """Add ``checkpoint['random_state']`` (runs on rank 0 only)."""
         rank, world_size = get_dist_info()
         if self._val_state is not None:
@@ -193,7 +197,7 @@ class RandomStateHook(Hook):
             sampler_seed=getattr(loader.sampler, 'seed', None))
 
     # ---------------------------------------------------------------- restoring
-    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+    def after_load_checkpoint(self, runner: 'Runner', checkpoint: dict) -> None:
         """Remember the saved state; it is applied once the resume is complete."""
         saved = checkpoint.get(_KEY)
         meta = checkpoint.get('meta', {})
@@ -201,7 +205,7 @@ class RandomStateHook(Hook):
                                                        epoch=meta.get('epoch'))
         self._missing = saved is None
 
-    def before_train(self, runner) -> None:
+    def before_train(self, runner: 'Runner') -> None:
         """On resume: match the data seeds, then restore the state at the right moment."""
         loaded, self._loaded = self._loaded, None
         loop = runner.train_loop
@@ -238,7 +242,7 @@ class RandomStateHook(Hook):
                     'not repeat the original one')
             restore_random_state(state)
 
-    def _match_data_seed(self, runner, loaded: dict) -> None:
+    def _match_data_seed(self, runner: 'Runner', loaded: dict) -> None:
         """Rebuild the training dataloader if it was built with another seed."""
         loop = runner.train_loop
         saved_seed = loaded.get('sampler_seed')
@@ -263,7 +267,7 @@ class RandomStateHook(Hook):
             loop.dataloader_iterator = _InfiniteDataloaderIterator(loop.dataloader)
 
     # ---------------------------------------------------------------- validation
-    def before_val(self, runner) -> None:
+    def before_val(self, runner: 'Runner') -> None:
         """Keep the training state aside (every process's, for best-checkpoint saves)."""
         # Only inside training (the train loop is built); a standalone val/test run has
         # no training stream to protect.
@@ -271,7 +275,7 @@ class RandomStateHook(Hook):
                                                   BaseLoop):
             self._val_state = self._all_ranks(runner)
 
-    def after_val(self, runner) -> None:
+    def after_val(self, runner: 'Runner') -> None:
         """Training continues from the state it had before validation."""
         if self._val_state is not None:
             rank = get_dist_info()[0]
