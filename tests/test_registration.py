@@ -50,12 +50,7 @@ def test_no_name_shadows_an_mmseg_module_even_ignoring_case():
 
 def test_zoo_first_then_plugin_in_a_fresh_interpreter(tmp_path):
     """The opposite import order (MMSeg's zoo before the plugin) also registers cleanly."""
-    # compat.py loaded as a lone file: the mmcv-lite stand-in without our models.
-    compat_file = str(REPO_ROOT / 'mmseg_segman' / 'compat.py')
-    code = ('import importlib.util as u\n'
-            f"spec = u.spec_from_file_location('c', {compat_file!r})\n"
-            'spec.loader.exec_module(u.module_from_spec(spec))\n'
-            'from mmseg.utils import register_all_modules\n'
+    code = ('from mmseg.utils import register_all_modules\n'
             'register_all_modules()\n'
             'import mmseg_segman\n'
             'from mmseg.registry import MODELS\n'
@@ -63,8 +58,7 @@ def test_zoo_first_then_plugin_in_a_fresh_interpreter(tmp_path):
             'for c in MODELS.module_dict.values()))\n')
     result = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, text=True,
                             capture_output=True, timeout=240,
-                            env={**os.environ, 'PYTHONPATH': str(REPO_ROOT),
-                                 'MMSEG_SEGMAN_NO_AUTOLOAD': '1'})
+                            env=os.environ)
     assert result.returncode == 0, result.stderr
     in_process = sum(c.__module__.startswith('mmseg_segman.')
                      for c in MODELS.module_dict.values())
@@ -93,7 +87,7 @@ def test_models_train_without_the_optional_accelerators(tmp_path):
         'print(json.dumps([list(logits.shape), norm]))\n')
     result = subprocess.run([sys.executable, '-c', code], cwd=REPO_ROOT, text=True,
                             capture_output=True, timeout=240,
-                            env={**os.environ, 'PYTHONPATH': str(REPO_ROOT)})
+                            env=os.environ)
     assert result.returncode == 0, result.stderr[-3000:]
     shape, grad_norm = json.loads(result.stdout.splitlines()[-1])
     assert shape[:2] == [2, 4]

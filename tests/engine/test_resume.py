@@ -25,6 +25,7 @@ from mmseg_segman.utils.checkpoint_io import (
     ATOMIC_BACKEND,
     checkpoint_is_readable,
     find_latest_loadable_checkpoint,
+    load_checkpoint_file,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -182,13 +183,15 @@ def _config(tmp_path, name, extra_hooks=''):
         f'_base_ = [{str(TOY_CONFIG)!r}]\n'
         "custom_imports = dict(imports=['mmseg_segman', 'pause_hook'], "
         'allow_failed_imports=False)\n'
-        "custom_hooks = [dict(type='RandomStateHook')" + extra_hooks + ']\n')
+        "custom_hooks = [dict(type='CheckpointGuardHook'), dict(type='RandomStateHook')" +
+        extra_hooks + ']\n')
     return path
 
 
 def _env(tmp_path):
-    env = {**os.environ, 'PYTHONPATH': f'{REPO_ROOT}{os.pathsep}{tmp_path}',
-           'OMP_NUM_THREADS': '1', 'TORCH_FORCE_WEIGHTS_ONLY_LOAD': '1'}
+    path = [str(tmp_path)] + ([os.environ['PYTHONPATH']] if os.environ.get('PYTHONPATH') else [])
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join(path), 'OMP_NUM_THREADS': '1',
+           'TORCH_FORCE_WEIGHTS_ONLY_LOAD': '1'}
     env.pop('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', None)
     return env
 
@@ -203,7 +206,7 @@ def _train(tmp_path, config, work_dir, options, *extra):
 
 
 def _assert_same_run(a, b):
-    a, b = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+    a, b = load_checkpoint_file(str(a)), load_checkpoint_file(str(b))
     assert a['meta']['iter'] == b['meta']['iter'] == 20
     assert a['state_dict'].keys() == b['state_dict'].keys()
     for k in a['state_dict']:
@@ -304,7 +307,7 @@ def test_two_process_resume_equals_uninterrupted_run(tmp_path):
         return result.stdout + result.stderr
 
     dist_train(tmp_path / 'straight')
-    saved = torch.load(tmp_path / 'straight' / 'iter_10.pth', weights_only=True)
+    saved = load_checkpoint_file(str(tmp_path / 'straight' / 'iter_10.pth'))
     assert saved['random_state']['world_size'] == 2
     assert len(saved['random_state']['ranks']) == 2
     work = tmp_path / 'resumed'

@@ -190,7 +190,7 @@ def test_tools_test_prints_one_message(checkpoints, tmp_path):
             [sys.executable, str(REPO_ROOT / 'tools' / 'test.py'), str(FCN_TOY),
              str(checkpoint), '--work-dir', str(tmp_path / 'work'), *options, *extra],
             cwd=tmp_path, capture_output=True, text=True, timeout=300,
-            env={**os.environ, 'PYTHONPATH': str(REPO_ROOT)})
+            env=os.environ)
 
     refused = run(checkpoints['segman'])
     assert refused.returncode == 1

@@ -7,6 +7,7 @@ import ...``.
 """
 import pytest
 
+
 @pytest.fixture(scope='module')
 def mmseg_registry():
     """MMSeg's modules registered and ``mmseg`` as the default scope (configs build by type)."""

@@ -1,6 +1,5 @@
 """tools/make_toy_dataset.py: layout, determinism, label content, argument checks."""
 import hashlib
-import sys
 from pathlib import Path
 
 import cv2

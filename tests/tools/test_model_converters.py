@@ -11,9 +11,9 @@ import pytest
 import torch
 from mmseg.models.backbones.mscan import MSCAN
 
+from mmseg_segman.converters import convert_checkpoint
 from mmseg_segman.models.backbones import LRFormer, SegMANEncoder, SegNeXtMSCAN
 from mmseg_segman.utils.checkpoint import CheckpointMismatchError
-from mmseg_segman.converters import convert_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,13 +13,15 @@ from pathlib import Path
 import mmseg
 import pytest
 import torch
+from make_toy_dataset import make_toy_dataset
+
+from mmseg_segman.utils.checkpoint_io import load_checkpoint_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOY_CONFIG = REPO_ROOT / 'configs' / 'toy' / 'fcn-r18-narrow_toy.py'
 MMSEG_TOOLS = Path(mmseg.__file__).parent / '.mim' / 'tools'
 MIOU = re.compile(r'mIoU: (\d+\.\d+)')
 
-from make_toy_dataset import make_toy_dataset  # noqa: E402
 
 
 @pytest.fixture(scope='module')
@@ -48,8 +50,7 @@ def cfg_options(data_root, max_iters, interval, **extra):
 
 
 def run(cmd, cwd, timeout=600, **env):
-    env = {**os.environ, 'PYTHONPATH': str(REPO_ROOT),
-           'TORCH_FORCE_WEIGHTS_ONLY_LOAD': '1', **env}
+    env = {**os.environ, 'TORCH_FORCE_WEIGHTS_ONLY_LOAD': '1', **env}
     env.pop('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', None)
     result = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, timeout=timeout,
                             capture_output=True, text=True)
@@ -74,7 +75,7 @@ def test_train_checkpoint_resume_with_stock_entry_then_test(toy_root, tmp_path):
                work_dir, '--resume', *cfg_options(toy_root, 6, 2)], tmp_path)
     assert re.search(r'resumed epoch: \d+, iter: 4', log), log[-3000:]
     assert 'Iter(train) [5/6]' in log and 'Iter(train) [1/6]' not in log
-    ckpt = torch.load(work_dir / 'iter_6.pth', weights_only=True)
+    ckpt = load_checkpoint_file(str(work_dir / 'iter_6.pth'))
     assert ckpt['meta']['iter'] == 6
     # The logged loss history continued across the resume instead of restarting.
     loss_history = ckpt['message_hub']['log_scalars']['train/loss'].data[0]
@@ -104,7 +105,7 @@ def test_dist_train_two_cpu_processes(toy_root, tmp_path):
     assert 'Iter(val) [1/1]' in log
     assert 'SyncBatchNorm cannot synchronise across CPU processes' in log
     assert MIOU.search(log)
-    ckpt = torch.load(work_dir / 'iter_2.pth', weights_only=True)
+    ckpt = load_checkpoint_file(str(work_dir / 'iter_2.pth'))
     assert ckpt['meta']['iter'] == 2
     # BN replaced SyncBN: the saved model has ordinary BN buffers.
     assert any(k.endswith('running_mean') for k in ckpt['state_dict'])
