@@ -97,11 +97,13 @@ class LASSAttention(BaseModule):
             return bias
         # Without autograd the resized bias depends on the size and the weights only: cached
         # (one size) until the parameter changes (its version counter or storage).
-        key = (num_tokens, bias.data_ptr(), bias._version, bias.dtype, bias.device)
-        cached = getattr(self, '_resized_bias', None)
+        # The cache is not even looked at while compiling: dynamo would guard on it.
         use_cache = not torch.is_grad_enabled() and caches_allowed()
-        if use_cache and cached is not None and cached[0] == key:
-            return cached[1]
+        if use_cache:
+            key = (num_tokens, bias.data_ptr(), bias._version, bias.dtype, bias.device)
+            cached = getattr(self, '_resized_bias', None)
+            if cached is not None and cached[0] == key:
+                return cached[1]
         resized = F.interpolate(bias[None], size=(num_tokens, num_tokens), mode='bicubic',
                                 align_corners=False)[0]
         if use_cache:
