@@ -60,6 +60,7 @@ core is busy (docs/benchmarks.md); check ``uptime`` and prefer quiet periods.
 """
 import argparse
 import contextlib
+import copy
 import importlib.util
 import inspect
 import json
@@ -157,6 +158,12 @@ def parse_args(argv=None):
     parser.add_argument('--baseline', metavar='DIR',
                         help='directory holding an older copy of the mmseg_segman package: '
                              'also time every model with its changed modules (A/B)')
+    parser.add_argument('--compile', action='store_true',
+                        help='also time every model compiled (torch.compile of a copy\'s '
+                             'forward, inductor), as <model>+compiled; the first call of '
+                             'each compiled (task, size) is reported as its compile time')
+    parser.add_argument('--compile-mode', default=None,
+                        help='torch.compile mode (default: inductor\'s default)')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--json', metavar='FILE', help='also write all results to FILE')
     parser.add_argument('--memory-child', nargs=4, metavar=('MODEL', 'TASK', 'H', 'W'),
@@ -330,13 +337,29 @@ def compare_outputs(args, built, swap):
     return out
 
 
+COMPILED = '+compiled'
+
+
+def compiled_copy(model, mode=None):
+    """A copy of ``model`` (same weights) whose ``forward`` is ``torch.compile``d (inductor):
+    what MMEngine's ``compile=True`` compiles, minus the data preprocessor and the optimiser
+    step, which stay eager in both variants."""
+    twin = copy.deepcopy(model)
+    twin.forward = torch.compile(twin.forward, mode=mode)
+    return twin
+
+
 def time_all(args, swap=None):
     """Interleaved rounds; returns {(task, size, threads, label): {'wall': [...], 'cpu': [...]}}
-    (label: the model name, with ``@base`` for the baseline code), params and output checks."""
+    (label: the model name, with ``@base`` for the baseline code and ``+compiled`` for the
+    compiled copy), params, output checks and the first-call (compile) seconds of compiled
+    variants."""
     built = {}
     for name in args.models:
         built[name] = build(name, args.train_size, args.seed)
     checks = compare_outputs(args, built, swap) if swap is not None else {}
+    twins = {name: compiled_copy(built[name][1], args.compile_mode)
+             for name in args.models} if args.compile else {}
     calls = {}
     for task, size in workloads(args):
         for name in args.models:
@@ -347,14 +370,33 @@ def time_all(args, swap=None):
                     with ctx():
                         return fn()
                 calls[(task, size, name + suffix)] = call
+            if name in twins:
+                calls[(task, size, name + COMPILED)] = make_call(name, cfg, twins[name], task,
+                                                                 size, args, args.seed)
     labels = [name + suffix for name in args.models for suffix, _ in _variants(name, swap)]
-    results = {}
+    labels += [name + COMPILED for name in twins]
+    results, compile_s = {}, {}
     keys = [(task, size, threads, label) for task, size in workloads(args)
             for threads in args.threads for label in labels]
-    for key in keys:  # warm-up: allocator, oneDNN primitives, AdamW state
+    for key in keys:  # warm-up: allocator, oneDNN primitives, AdamW state, compilation
         torch.set_num_threads(key[2])
+        start = time.perf_counter()
         calls[(key[0], key[1], key[3])]()
+        if key[3].endswith(COMPILED) and (key[0], key[1], key[3]) not in compile_s:
+            compile_s[(key[0], key[1], key[3])] = time.perf_counter() - start
+            print(f'compiled {key[3]} {key[0]} {size_name(key[1])}: first call '
+                  f'{compile_s[(key[0], key[1], key[3])]:.0f} s', file=sys.stderr, flush=True)
         results[key] = {'wall': [], 'cpu': []}
+    if twins:  # compiled and eager give the same outputs (eval, first size)
+        for task, size in workloads(args):
+            if task != 'eval':
+                continue
+            for name in twins:
+                ref, out = calls[(task, size, name)](), calls[(task, size, name + COMPILED)]()
+                rel = float((out - ref).abs().max() / ref.abs().max())
+                checks[(name + COMPILED, size)] = (rel, bool(torch.equal(out, ref)))
+                print(f'{name} {size_name(size)}: compiled vs eager, max relative difference '
+                      f'{rel:.2g}', file=sys.stderr, flush=True)
     for r in range(args.rounds):
         for key in keys:
             torch.set_num_threads(key[2])
@@ -368,8 +410,8 @@ def time_all(args, swap=None):
     params = {}
     for name in args.models:
         params[name] = sum(p.numel() for p in built[name][1].parameters()) / 1e6
-        params[name + '@base'] = params[name]
-    return results, params, checks
+        params[name + '@base'] = params[name + COMPILED] = params[name]
+    return results, params, checks, compile_s
 
 
 def summarise(results):
@@ -384,6 +426,11 @@ def summarise(results):
         base = summary[(task, size, threads, BASELINE)]
         row['ratio'] = row['median_ms'] / base['median_ms']
         row['cpu_ratio'] = row['cpu_ms'] / base['cpu_ms']
+        if name.endswith(COMPILED):  # compiled against compiled baseline, and own eager
+            row['ratio_to_compiled_baseline'] = row['median_ms'] / summary[
+                (task, size, threads, BASELINE + COMPILED)]['median_ms']
+            row['speedup_over_eager'] = summary[
+                (task, size, threads, name[:-len(COMPILED)])]['median_ms'] / row['median_ms']
         own_base = summary.get((task, size, threads, name.split('@')[0] + '@base'))
         if own_base is not None:
             row['ratio_to_own_base'] = row['median_ms'] / own_base['median_ms']
@@ -450,9 +497,13 @@ def measure_memory(args):
 
 
 # ----------------------------------------------------------------------------- output
-def print_tables(args, summary, params, memory=None):
+def _model_of(label):
+    return label.split('@')[0].split('+')[0]
+
+
+def print_tables(args, summary, params, memory=None, compile_s=None):
     labels = sorted({key[3] for key in summary}, key=lambda k: (
-        args.models.index(k.split('@')[0]), k))
+        args.models.index(_model_of(k)), k))
     for task, size in workloads(args):
         what = ('eval forward, batch 1' if task == 'eval' else
                 f'train step, batch {args.train_batch}, forward + backward + AdamW')
@@ -487,6 +538,22 @@ def print_tables(args, summary, params, memory=None):
                          f' (CPU {summary[(task, size, th, name)]["cpu_ratio_to_own_base"]:.3f})'
                          for th in args.threads]
                 print(f'- {name}: ' + ', '.join(parts))
+        if compile_s:
+            print(f'\ncompiled ({args.compile_mode or "default"} mode): speed-up over eager, '
+                  f'ratio to compiled {BASELINE}, first call (compile) time\n')
+            head = '| model |' + ''.join(f' {th} thr: speed-up | vs compiled base |'
+                                          for th in args.threads) + ' compile s |'
+            print(head)
+            print('|---|' + '---|---|' * len(args.threads) + '---|')
+            for name in args.models:
+                label = name + COMPILED
+                line = f'| {name} |'
+                for th in args.threads:
+                    row = summary[(task, size, th, label)]
+                    line += (f' {row["speedup_over_eager"]:.2f}× |'
+                             f' {row["ratio_to_compiled_baseline"]:.2f}× |')
+                line += f' {compile_s[(task, size, label)]:.0f} |'
+                print(line)
 
 
 def profile(args):
@@ -532,10 +599,10 @@ def main(argv=None):
     if args.baseline is not None:
         swap = BaselineSwap(args.baseline)
         print(f'baseline {args.baseline}: changed modules {swap.files or "none"}', flush=True)
-    results, params, checks = time_all(args, swap)
+    results, params, checks, compile_s = time_all(args, swap)
     summary = summarise(results)
     memory = measure_memory(args) if args.memory else None
-    print_tables(args, summary, params, memory)
+    print_tables(args, summary, params, memory, compile_s)
     print(f'\nload average {os.getloadavg()[0]:.1f} at the end')
     if args.json:
         rows = [dict(task=t, size=list(s), threads=th, model=m, **v)
@@ -544,6 +611,8 @@ def main(argv=None):
                for (t, s, m), v in (memory or {}).items()]
         with open(args.json, 'w') as f:
             json.dump(dict(params_m=params, timing=rows, memory=mem,
+                           compile_s=[dict(task=t, size=list(sz), model=m, seconds=v)
+                                      for (t, sz, m), v in compile_s.items()],
                            outputs_vs_baseline=[dict(model=m, size=list(sz), max_abs_diff=d,
                                                      bitwise_equal=e)
                                                 for (m, sz), (d, e) in checks.items()]),

@@ -9,6 +9,8 @@ the neighborhood-attention functions switch to forms made of static tensor opera
 :mod:`mmseg_segman.ops.neighborhood_attention.reference`). Model code calls the operators as
 usual and never checks the switch itself.
 """
+import sys
+
 import torch
 
 __all__ = ['is_exporting', 'caches_allowed', 'compiling']
@@ -41,4 +43,6 @@ def compiling() -> bool:
     Code that dynamo would break the graph on (host syncs, data-dependent branches, caches)
     takes a traceable route then; see :mod:`mmseg_segman.ops.library`."""
     is_compiling = getattr(getattr(torch, 'compiler', None), 'is_compiling', None)
+    if is_compiling is None:  # torch < 2.3: dynamo's own flag, if dynamo was ever imported
+        is_compiling = getattr(sys.modules.get('torch._dynamo'), 'is_compiling', None)
     return bool(is_compiling is not None and is_compiling())
