@@ -23,7 +23,8 @@ import sys
 import types
 from typing import Callable, Dict, List
 
-from .errors import MissingCompiledOpError
+# Standard library only: the tools and the test harness load this file on its own, before
+# mmseg (and so the package, whose __init__ imports it) can be imported.
 
 __all__ = ['mmcv_ext_available', 'needs_mmcv_ext_stub', 'install_mmcv_ext_stub',
            'needs_package_scoped_configs', 'enable_package_scoped_configs', 'SHIMS',
@@ -67,6 +68,8 @@ def needs_mmcv_ext_stub() -> bool:
 
 def _missing_op(name: str) -> Callable:
     def op(*args, **kwargs):
+        from mmseg_segman.errors import MissingCompiledOpError
+
         raise MissingCompiledOpError(
             f"mmcv compiled op '{name}' is not available: this environment has mmcv without "
             f"compiled ops (mmcv-lite). Install full mmcv, or the onedl-mmcv / "

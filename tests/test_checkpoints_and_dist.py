@@ -137,7 +137,7 @@ def test_cpu_ddp_wrapper_drops_device_ids_and_sync_bn(tmp_path):
         # As Runner.wrap_model builds it from the config's model_wrapper_cfg.
         with pytest.warns(UserWarning, match='SyncBatchNorm cannot synchronise'):
             ddp = MODEL_WRAPPERS.build(
-                dict(type='mmseg_segman.CPUAwareDistributedDataParallel',
+                dict(type='mmseg.CPUAwareDistributedDataParallel',
                      broadcast_buffers=False),
                 default_args=dict(module=model, device_ids=[0]))
         assert ddp.device_ids is None
@@ -452,3 +452,17 @@ def test_onnx_exporter_reports_a_refused_checkpoint_in_one_line(tmp_path, capsys
     assert status == 2 and not marker.exists() and not (tmp_path / 'x.onnx').exists()
     assert err.startswith(f'error: checkpoint {tmp_path / "evil.pth"} was refused')
     assert 'Traceback' not in err
+
+
+def test_codecs_encode_in_checkpoints_is_narrow(tmp_path, monkeypatch):
+    """numpy 1.x writes array bytes as _codecs.encode(text, 'latin1'): that loads, and in
+    the restricted unpickler of old torch any other use of _codecs.encode is refused."""
+    import codecs
+
+    torch.save({'x': _Reduce(codecs.encode, 'a\xff', 'latin1')}, tmp_path / 'ok.pth')
+    assert load_checkpoint_file(str(tmp_path / 'ok.pth'))['x'] == b'a\xff'
+    monkeypatch.delattr(torch.serialization, 'safe_globals', raising=False)
+    assert load_checkpoint_file(str(tmp_path / 'ok.pth'))['x'] == b'a\xff'
+    torch.save({'x': _Reduce(codecs.encode, 'abc', 'rot13')}, tmp_path / 'odd.pth')
+    with pytest.raises(CheckpointRefusedError, match='latin1'):
+        load_checkpoint_file(str(tmp_path / 'odd.pth'))

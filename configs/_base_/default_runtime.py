@@ -25,7 +25,7 @@ custom_hooks = [
 # Multi-process training: mmengine's DDP wrapper, which on a CPU-only machine (gloo)
 # also drops device_ids and turns SyncBN into BN (mmengine passes device_ids=[LOCAL_RANK]).
 model_wrapper_cfg = dict(
-    type='mmseg_segman.CPUAwareDistributedDataParallel',
+    type='mmseg.CPUAwareDistributedDataParallel',
     broadcast_buffers=False,
     find_unused_parameters=False)
 env_cfg = dict(

@@ -1,5 +1,9 @@
 """``CPUAwareDistributedDataParallel``: mmengine's DDP wrapper that also runs on the CPU.
 
+Registered in MMSeg's ``MODEL_WRAPPERS`` (a direct child of mmengine's, which
+``Runner.wrap_model`` looks the type up in without a scope switch), so configs name it
+``'mmseg.CPUAwareDistributedDataParallel'``.
+
 mmengine's Runner passes ``device_ids=[LOCAL_RANK]`` to every ``DistributedDataParallel``
 subclass it builds, which DDP rejects for a module on the CPU; and SyncBN cannot
 synchronise CPU tensors. Configs select this wrapper with ``model_wrapper_cfg``: on a GPU
@@ -11,8 +15,7 @@ import warnings
 import torch
 import torch.nn as nn
 from mmengine.model import MMDistributedDataParallel
-
-from ..registry import MODEL_WRAPPERS
+from mmseg.registry import MODEL_WRAPPERS
 
 __all__ = ['CPUAwareDistributedDataParallel']
 

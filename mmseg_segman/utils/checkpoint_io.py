@@ -32,7 +32,8 @@ from mmengine.fileio import LocalBackend, register_backend
 from ..errors import CheckpointReadError, CheckpointRefusedError, PluginError
 
 __all__ = [
-    'mmengine_checkpoint_safe_globals', 'history_buffer_getattr', 'load_checkpoint_file',
+    'mmengine_checkpoint_safe_globals', 'history_buffer_getattr', 'latin1_encode',
+    'load_checkpoint_file',
     'load_from_local_weights_only', 'load_from_http_weights_only', 'weights_only_checkpoints',
     'checkpoint_is_readable', 'find_latest_loadable_checkpoint', 'AtomicLocalBackend',
     'ATOMIC_BACKEND'
@@ -72,6 +73,19 @@ def history_buffer_getattr(owner: Any, name: Any) -> Any:
         f'allows getattr only for the statistic methods of mmengine HistoryBuffer')
 
 
+def latin1_encode(obj: Any, encoding: str = 'utf-8', errors: str = 'strict') -> bytes:
+    """The only ``_codecs.encode`` a weights-only load may call.
+
+    numpy 1.x pickles the raw bytes of its scalars and arrays (protocol 2) as
+    ``_codecs.encode(text, 'latin1')``; this resolves exactly that and refuses the rest.
+    """
+    if isinstance(obj, str) and encoding in ('latin1', 'latin-1') and errors == 'strict':
+        return obj.encode('latin1')
+    raise pickle.UnpicklingError(
+        f'weights-only load refused _codecs.encode(..., {encoding!r}): mmseg_segman allows '
+        f"only the latin1 encoding numpy uses for the bytes of its arrays")
+
+
 def _numpy_array_globals() -> List[Tuple[Any, str]]:
     """(object, pickled name) pairs needed to rebuild numeric numpy arrays and scalars."""
     import importlib
@@ -82,7 +96,8 @@ def _numpy_array_globals() -> List[Tuple[Any, str]]:
         multiarray = importlib.import_module('numpy._core.multiarray')  # numpy >= 2
     except ImportError:
         multiarray = importlib.import_module('numpy.core.multiarray')
-    pairs = [(np.ndarray, 'numpy.ndarray'), (np.dtype, 'numpy.dtype')]
+    pairs = [(np.ndarray, 'numpy.ndarray'), (np.dtype, 'numpy.dtype'),
+             (latin1_encode, '_codecs.encode')]
     # Files written under numpy 1.x name `numpy.core`, under 2.x `numpy._core`.
     for module in ('numpy.core.multiarray', 'numpy._core.multiarray'):
         pairs.append((multiarray._reconstruct, f'{module}._reconstruct'))
@@ -136,6 +151,13 @@ def _restricted_pickle_module(allowed: Dict[str, Any]) -> types.ModuleType:
     class Unpickler(pickle.Unpickler):
 
         def find_class(self, module: str, name: str) -> Any:
+            # Protocol-2 files name Python 2 modules (`__builtin__.getattr`); map them as
+            # pickle's own find_class does.
+            import _compat_pickle
+
+            if (module, name) in _compat_pickle.NAME_MAPPING:
+                module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+            module = _compat_pickle.IMPORT_MAPPING.get(module, module)
             full = f'{module}.{name}'
             if full in table:
                 return table[full]
@@ -157,6 +179,10 @@ def _weights_only_load(source: Any, map_location: Any) -> Any:
     if safe_globals is not None:
         with safe_globals(pairs):
             return torch.load(source, map_location=map_location, weights_only=True)
+    if os.environ.get('TORCH_FORCE_WEIGHTS_ONLY_LOAD', '0').lower() in ('1', 'y', 'yes', 'true'):
+        # The user forces torch's own weights-only unpickler, which old torch cannot extend
+        # and which refuses mmengine's training state: honour it.
+        return torch.load(source, map_location=map_location, weights_only=True)
     restricted = _restricted_pickle_module({name: obj for obj, name in pairs})
     return torch.load(source, map_location=map_location, pickle_module=restricted,
                       weights_only=False)

@@ -461,5 +461,5 @@ def test_every_pipeline_checks_its_annotations(path):
     assert cfg.test_dataloader.dataset.pipeline[0]['type'] == 'LoadImageFromFile'
     hooks = [h['type'] for h in cfg.custom_hooks]
     assert {'CheckpointGuardHook', 'DataCheckHook', 'RandomStateHook'} <= set(hooks)
-    assert cfg.model_wrapper_cfg.type == 'mmseg_segman.CPUAwareDistributedDataParallel'
+    assert cfg.model_wrapper_cfg.type == 'mmseg.CPUAwareDistributedDataParallel'
     assert cfg.default_hooks.checkpoint.backend_args == dict(backend='atomic_local')

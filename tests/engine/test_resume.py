@@ -29,6 +29,10 @@ from mmseg_segman.utils.checkpoint_io import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# torch's own switch, where torch can be told the extra types per load (>= 2.5); older
+# torch cannot, and the plugin's restricted unpickler is the weights-only load there.
+FORCE_WEIGHTS_ONLY = ({'TORCH_FORCE_WEIGHTS_ONLY_LOAD': '1'}
+                      if hasattr(torch.serialization, 'safe_globals') else {})
 TOY_CONFIG = REPO_ROOT / 'configs' / 'toy' / 'fcn-r18-narrow_toy.py'
 from make_toy_dataset import make_toy_dataset  # noqa: E402
 
@@ -191,7 +195,7 @@ def _config(tmp_path, name, extra_hooks=''):
 def _env(tmp_path):
     path = [str(tmp_path)] + ([os.environ['PYTHONPATH']] if os.environ.get('PYTHONPATH') else [])
     env = {**os.environ, 'PYTHONPATH': os.pathsep.join(path), 'OMP_NUM_THREADS': '1',
-           'TORCH_FORCE_WEIGHTS_ONLY_LOAD': '1'}
+           **FORCE_WEIGHTS_ONLY}
     env.pop('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', None)
     return env
 

@@ -18,6 +18,10 @@ from make_toy_dataset import make_toy_dataset
 from mmseg_segman.utils.checkpoint_io import load_checkpoint_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# torch's own switch, where torch can be told the extra types per load (>= 2.5); older
+# torch cannot, and the plugin's restricted unpickler is the weights-only load there.
+FORCE_WEIGHTS_ONLY = ({'TORCH_FORCE_WEIGHTS_ONLY_LOAD': '1'}
+                      if hasattr(torch.serialization, 'safe_globals') else {})
 TOY_CONFIG = REPO_ROOT / 'configs' / 'toy' / 'fcn-r18-narrow_toy.py'
 MMSEG_TOOLS = Path(mmseg.__file__).parent / '.mim' / 'tools'
 MIOU = re.compile(r'mIoU: (\d+\.\d+)')
@@ -50,7 +54,7 @@ def cfg_options(data_root, max_iters, interval, **extra):
 
 
 def run(cmd, cwd, timeout=600, **env):
-    env = {**os.environ, 'TORCH_FORCE_WEIGHTS_ONLY_LOAD': '1', **env}
+    env = {**os.environ, **FORCE_WEIGHTS_ONLY, **env}
     env.pop('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', None)
     result = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, timeout=timeout,
                             capture_output=True, text=True)
