@@ -81,8 +81,8 @@ def test_missing_weights_raise_unless_not_strict(tmp_path):
     del w['bn.weight'], w['bn.bias']
     torch.save({'state_dict': w}, tmp_path / 'partial.pth')
     with pytest.raises(CheckpointMismatchError,
-                       match=r'loaded 4/6 keys from .*partial.pth.*2 weights of the model are '
-                       r'not in the file: bn.weight, bn.bias.*strict=False'):
+                       match=r'partial.pth does not match this Tiny: of its weights, 2 missing '
+                       r'from the checkpoint \(bn.weight, bn.bias\).*strict=False'):
         load_backbone_weights(Tiny(), str(tmp_path / 'partial.pth'))
     model = Tiny()
     before = model.bn.weight.clone()
@@ -95,8 +95,8 @@ def test_shape_mismatch_names_file_and_key(tmp_path):
     w = weights(3)
     w['conv.weight'] = torch.zeros(4, 2, 1, 1)
     torch.save(w, tmp_path / 'other.pth')
-    with pytest.raises(CheckpointMismatchError, match=r'other.pth does not fit this Tiny .*'
-                       r'conv.weight: file \(4, 2, 1, 1\) vs model \(3, 2, 1, 1\)'):
+    with pytest.raises(CheckpointMismatchError, match=r'other.pth does not match this Tiny: .*'
+                       r'conv.weight: checkpoint \[4, 2, 1, 1\] vs model \[3, 2, 1, 1\]'):
         load_backbone_weights(Tiny(), str(tmp_path / 'other.pth'))
 
 
