@@ -128,6 +128,36 @@ def test_dist_train_two_cpu_processes(toy_root, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
+@pytest.mark.skipif(torch.cuda.is_available(), reason='exercises the no-CUDA path')
+def test_two_nodes_equal_one_node_with_two_processes(toy_root, tmp_path):
+    """tools/dist_train.sh as 2 "nodes" x 1 process over loopback (NNODES, NODE_RANK,
+    MASTER_ADDR, PORT) trains to exactly the weights of 1 node x 2 processes: the same
+    world size, ranks and data shards."""
+    options = cfg_options(toy_root, 4, 4)
+    port = 29400 + os.getpid() % 200
+    env = {**os.environ, **FORCE_WEIGHTS_ONLY, 'OMP_NUM_THREADS': '1',
+           'MASTER_ADDR': '127.0.0.1', 'PORT': str(port)}
+    nodes = [subprocess.Popen(
+        ['bash', str(REPO_ROOT / 'tools' / 'dist_train.sh'), str(TOY_CONFIG), '1',
+         '--work-dir', str(tmp_path / 'nodes'), *options], cwd=tmp_path,
+        env={**env, 'NNODES': '2', 'NODE_RANK': str(rank)}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True) for rank in (0, 1)]
+    logs = [node.communicate(timeout=600)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    assert 'GPU number: 2' in logs[0]
+    run(['bash', REPO_ROOT / 'tools' / 'dist_train.sh', TOY_CONFIG, 2, '--work-dir',
+         tmp_path / 'one', *options], tmp_path, PORT=str(port + 1), OMP_NUM_THREADS='1')
+    two = load_checkpoint_file(str(tmp_path / 'nodes' / 'iter_4.pth'))
+    one = load_checkpoint_file(str(tmp_path / 'one' / 'iter_4.pth'))
+    assert two['meta']['iter'] == one['meta']['iter'] == 4
+    two_nodes, one_node = two['state_dict'], one['state_dict']
+    assert two_nodes.keys() == one_node.keys()
+    for key, value in one_node.items():
+        assert torch.equal(two_nodes[key], value), key
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_toy_model_learns_the_toy_task(tmp_path):
     data = tmp_path / 'toy'
     make_toy_dataset(str(data), num_train=48, num_val=8, size=128)
