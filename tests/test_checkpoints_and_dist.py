@@ -351,7 +351,7 @@ class _DistRun:
                      f'{loader}.persistent_workers=False']
         self.tag = f'{os.getpid()}-{tmp_path.name}'
         self.log = tmp_path / 'log.txt'
-        env = {**os.environ, 'OMP_NUM_THREADS': '1',
+        env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHON': sys.executable,
                'PORT': str(29900 + os.getpid() % 90), 'MMSEG_TEST_TAG': self.tag}
         with open(self.log, 'w') as log:
             self.proc = subprocess.Popen(

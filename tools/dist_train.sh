@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Usage: bash tools/dist_train.sh CONFIG NUM_PROCESSES [train.py args...]
+# PYTHON: the interpreter (default: python on PATH).
 # One process per GPU; without CUDA, NUM_PROCESSES CPU processes (gloo backend).
 # Multi-node: set NNODES, NODE_RANK, MASTER_ADDR, PORT.
 set -e
@@ -13,7 +14,7 @@ MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 # exec: the launcher is this process, so a signal to the script reaches torchrun, and
 # workers (which exit when their launcher dies: mmseg_segman.engine.dist, armed by
 # tools/train.py and tools/test.py) follow it.
-exec python -m torch.distributed.run \
+exec "${PYTHON:-python}" -m torch.distributed.run \
     --nnodes="$NNODES" \
     --node_rank="$NODE_RANK" \
     --master_addr="$MASTER_ADDR" \

@@ -195,7 +195,7 @@ def _config(tmp_path, name, extra_hooks=''):
 def _env(tmp_path):
     path = [str(tmp_path)] + ([os.environ['PYTHONPATH']] if os.environ.get('PYTHONPATH') else [])
     env = {**os.environ, 'PYTHONPATH': os.pathsep.join(path), 'OMP_NUM_THREADS': '1',
-           **FORCE_WEIGHTS_ONLY}
+           'PYTHON': sys.executable, **FORCE_WEIGHTS_ONLY}
     env.pop('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', None)
     return env
 

@@ -54,7 +54,7 @@ def cfg_options(data_root, max_iters, interval, **extra):
 
 
 def run(cmd, cwd, timeout=600, **env):
-    env = {**os.environ, **FORCE_WEIGHTS_ONLY, **env}
+    env = {**os.environ, **FORCE_WEIGHTS_ONLY, 'PYTHON': sys.executable, **env}
     env.pop('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', None)
     result = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, timeout=timeout,
                             capture_output=True, text=True)
@@ -136,7 +136,7 @@ def test_two_nodes_equal_one_node_with_two_processes(toy_root, tmp_path):
     options = cfg_options(toy_root, 4, 4)
     port = 29400 + os.getpid() % 200
     env = {**os.environ, **FORCE_WEIGHTS_ONLY, 'OMP_NUM_THREADS': '1',
-           'MASTER_ADDR': '127.0.0.1', 'PORT': str(port)}
+           'PYTHON': sys.executable, 'MASTER_ADDR': '127.0.0.1', 'PORT': str(port)}
     nodes = [subprocess.Popen(
         ['bash', str(REPO_ROOT / 'tools' / 'dist_train.sh'), str(TOY_CONFIG), '1',
          '--work-dir', str(tmp_path / 'nodes'), *options], cwd=tmp_path,
