@@ -3,7 +3,7 @@
 # stride 8) with an FCN head, an MMSeg built-in that trains in minutes on a CPU.
 # A toy config for another model keeps the three `_base_` lines and replaces `model`.
 # SyncBN as in the paper configs: a single process reverts it to BN, and CPU
-# multi-process runs convert it to BN (mmseg_segman.CPUAwareDistributedDataParallel).
+# multi-process runs convert it to BN (mmseg.CPUAwareDistributedDataParallel).
 _base_ = [
     '../_base_/default_runtime.py', '../_base_/datasets/toy.py',
     '../_base_/schedules/schedule_toy.py'
