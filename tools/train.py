@@ -1,13 +1,15 @@
-"""Train a segmentor: MMSeg's ``tools/train.py`` with mmseg_segman loaded.
+"""Train a segmentor: MMSeg's ``tools/train.py`` with mmseg_segman's pre-flight checks.
 
 Same arguments as MMSeg's (``--work-dir``, ``--resume``, ``--amp``, ``--cfg-options``,
 ``--launcher``); see ``python tools/train.py -h``.
 
-With the plugin loaded, checkpoints are written atomically, ``--resume`` continues from the
-newest checkpoint that loads (with a warning if ``last_checkpoint`` names a damaged one),
-and, with ``RandomStateHook`` in ``custom_hooks`` (default_runtime), repeats the
-uninterrupted run exactly. Bad data files are reported as one ``error:`` line naming the
-file (exit status 1).
+Before MMSeg's script runs, a missing config, pretrained file or dataset folder, a
+misspelled registry ``type`` and ``--amp`` without a GPU are reported as one ``error:`` line
+(exit status 1); with ``--launcher pytorch`` on a machine without CUDA the gloo process
+group is started here. The configs' hooks do the rest (``configs/_base_/default_runtime.py``):
+checkpoints are read weights-only and written atomically, ``--resume`` continues from the
+newest checkpoint that loads and repeats the uninterrupted run exactly, and bad data files
+are named.
 """
 from _mmseg_tool import run_mmseg_tool
 
