@@ -59,7 +59,7 @@ records = [json.loads(line) for line in open(log) if line.strip()]
 losses = [(r['step'], r['loss']) for r in records if 'loss' in r]
 vals = [(r['step'], r['mIoU']) for r in records if 'mIoU' in r]
 summary = dict(config=config, train_seconds=int(train_s), test_miou=float(miou.split()[-1]),
-               val_miou={str(step): value for step, value in vals},
+               val_miou={str(step): round(value, 2) for step, value in vals},
                first_loss=dict(iter=losses[0][0], loss=round(losses[0][1], 2)),
                last_loss=dict(iter=losses[-1][0], loss=round(losses[-1][1], 2)))
 json.dump(summary, open(os.path.join(work_dir, 'summary.json'), 'w'), indent=1)
