@@ -1,6 +1,14 @@
 """MMEngine's ``compile=True``: the Runner wraps ``model.train_step`` in ``torch.compile``
 (inductor) and the SegMAN-T toy config trains with it.
 
+Known problem outside the model (torch 2.13, onedl-mmengine 0.10.12): with a
+``paramwise_cfg`` (the toy and ADE20K configs have one) MMEngine builds the optimizer from a
+config whose parameter groups become ``ConfigDict``s, and dynamo fails inside
+``AdamW.step`` (``InternalTorchDynamoError: 'UserDefinedDictVariable' object has no attribute
+'items'``, torch/_dynamo/variables/optimizer.py ``_set_capturable``), for any model. The
+test turns the groups into plain dicts before training (:class:`PlainParamGroups`), which is
+what the plugin's engine needs to do for ``--cfg-options compile=True`` to work as it is.
+
 Slow: inductor compiles the training step's graphs with a C++ compiler (minutes on 2 cores).
 Run in process through ``Runner.from_cfg``, as ``tools/train.py --cfg-options compile=True``
 does after parsing its arguments.
@@ -56,13 +64,30 @@ class _IterTimes:
         self.times.append(time.perf_counter() - self._start)
 
 
+def plain_param_groups(optimizer):
+    """Replace ``ConfigDict`` parameter groups by plain dicts (same keys, same tensors)."""
+    optimizer.param_groups[:] = [dict(g) for g in optimizer.param_groups]
+
+
+class _PlainParamGroups:
+    """Before training: the optimizer's parameter groups as plain dicts (see the module
+    docstring)."""
+
+    priority = 'VERY_HIGH'
+
+    def before_train(self, runner):
+        plain_param_groups(runner.optim_wrapper.optimizer)
+
+
 def train_toy(data_root, work_dir, max_iters, compile_):
-    """Train; returns (runner, per-iteration seconds, last losses)."""
+    """Train; returns (runner, weights before, per-iteration seconds, losses)."""
     from mmengine.hooks import Hook
 
     runner = Runner.from_cfg(toy_cfg(data_root, work_dir, max_iters, compile_))
     times = type('IterTimes', (_IterTimes, Hook), {})()
     runner.register_hook(times, priority='VERY_LOW')
+    runner.register_hook(type('PlainParamGroups', (_PlainParamGroups, Hook), {})(),
+                         priority='VERY_HIGH')
     before = {k: v.detach().clone() for k, v in runner.model.state_dict().items()}
     runner.train()
     losses = runner.message_hub.get_scalar('train/loss').data[0]
