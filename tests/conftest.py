@@ -20,6 +20,7 @@ import inspect
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,18 +83,33 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.spawns)
 
 
+def _starts_an_interpreter(args) -> bool:
+    """A command that runs Python: the interpreter itself or a shell script (ours start
+    torchrun). Short helper commands (mmengine's Runner asks git and the compilers for
+    their versions) are not fresh interpreters."""
+    argv = [str(a) for a in (args if isinstance(args, (list, tuple)) else [args])]
+    if not argv:
+        return False
+    first = os.path.basename(argv[0].split()[0])
+    return (argv[0] == sys.executable or first.startswith('python')
+            or first in ('bash', 'sh', 'torchrun'))
+
+
 @pytest.fixture(autouse=True)
 def _no_subprocess_in_fast_tests(request, monkeypatch):
-    """A test not marked slow may not start a process (the rule above missed it)."""
+    """A test not marked slow may not start a fresh interpreter (the rule above missed it)."""
     if request.node.get_closest_marker('slow') is not None:
         return
+    original = subprocess.Popen.__init__
 
-    def refuse(self, *args, **kwargs):
-        raise AssertionError(
-            f'{request.node.nodeid} starts a subprocess but is not marked slow: mark it '
-            f'@pytest.mark.slow, or run it in-process')
+    def guarded(self, args, *rest, **kwargs):
+        if _starts_an_interpreter(args):
+            raise AssertionError(
+                f'{request.node.nodeid} starts a fresh interpreter ({args!r}) but is not '
+                f'marked slow: mark it @pytest.mark.slow, or run it in-process')
+        original(self, args, *rest, **kwargs)
 
-    monkeypatch.setattr(subprocess.Popen, '__init__', refuse)
+    monkeypatch.setattr(subprocess.Popen, '__init__', guarded)
 
 
 def golden_root():

@@ -60,7 +60,9 @@ def test_opcheck_neighborhood_attention(dilation):
     gen = torch.Generator().manual_seed(0)
     q, k = (torch.randn(2, 2, 13, 11, 8, generator=gen, requires_grad=True) for _ in range(2))
     attn = torch.randn(2, 2, 13, 11, 25, generator=gen, requires_grad=True)
-    torch.library.opcheck(library._na_qk, (q, k, 5, dilation))
+    rpb = torch.randn(2, 9, 9, generator=gen, requires_grad=True)
+    torch.library.opcheck(library._na_qk, (q, k, None, 5, dilation))
+    torch.library.opcheck(library._na_qk, (q, k, rpb, 5, dilation))
     torch.library.opcheck(library._na_av, (attn, k, 5, dilation))
 
 
@@ -87,14 +89,36 @@ def test_na_custom_ops_are_bitwise_the_autograd_functions():
     gen = torch.Generator().manual_seed(1)
     q, k, v = (torch.randn(1, 2, 14, 12, 8, generator=gen, requires_grad=True)
                for _ in range(3))
+    rpb = torch.randn(2, 9, 9, generator=gen, requires_grad=True)
     for dilation in (1, 2):
-        ref = na2d_av_tiled(na2d_qk_tiled(q, k, 5, dilation).softmax(-1), v, 5, dilation)
-        out = library.na2d_av(library.na2d_qk(q, k, 5, dilation).softmax(-1), v, 5, dilation)
+        ref = na2d_av_tiled(na2d_qk_tiled(q, k, 5, dilation, rpb).softmax(-1), v, 5, dilation)
+        out = library.na2d_av(library.na2d_qk(q, k, 5, dilation, rpb).softmax(-1), v, 5,
+                              dilation)
         assert torch.equal(out, ref)
         grad = torch.randn_like(ref)
-        for a, b in zip(torch.autograd.grad(out, (q, k, v), grad),
-                        torch.autograd.grad(ref, (q, k, v), grad)):
+        got = torch.autograd.grad(out, (q, k, v, rpb), grad)
+        want = torch.autograd.grad(ref, (q, k, v, rpb), grad)
+        for a, b in zip(got[:3], want[:3]):
             assert torch.equal(a, b)
+        # rpb's gradient: a scatter-add here, autograd's index backward there (sum order)
+        assert torch.allclose(got[3], want[3], rtol=1e-5, atol=1e-6)
+        assert got[3].abs().max() > 0.1
+
+
+@needs_custom_op
+def test_resized_bias_op_is_interpolate_and_cached_per_weights():
+    bias = torch.nn.Parameter(torch.randn(3, 16, 16))
+    with torch.no_grad():
+        ref = torch.nn.functional.interpolate(bias[None], size=(9, 9), mode='bicubic',
+                                              align_corners=False)[0]
+        first = library.resize_bias_bicubic(bias, 9)
+        second = library.resize_bias_bicubic(bias, 9)
+        assert torch.equal(first, ref) and torch.equal(second, ref)
+        assert first.data_ptr() != second.data_ptr()  # copies: callers may write over them
+        first.zero_()
+        assert torch.equal(library.resize_bias_bicubic(bias, 9), ref)
+        bias.mul_(2)  # new weights (version counter): computed again
+        assert torch.equal(library.resize_bias_bicubic(bias, 9), 2 * ref)
 
 
 def test_eager_calls_do_not_use_the_custom_ops(monkeypatch):
