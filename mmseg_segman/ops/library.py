@@ -14,7 +14,12 @@ Ops (namespace ``mmseg_segman``):
 - ``selective_scan_train``: the forward that also returns what the backward needs (step sizes,
   decays, states, the pre-gate output, and each chunk's total decay and whether it was solved
   step by step); its backward is ``selective_scan_bwd``.
-- ``na2d_qk`` / ``na2d_av``: the tiled split ops; backward ``na2d_qk_bwd`` / ``na2d_av_bwd``.
+- ``na2d_qk`` (with the relative-position bias added inside, from a cached index, as the
+  eager no-grad path does) / ``na2d_av``: the tiled split ops; backward ``na2d_qk_bwd`` /
+  ``na2d_av_bwd``.
+- ``resize_bias_bicubic``: SegMAN's resized global-attention bias, inference only, cached
+  per weights and size like the eager cache (inside a compiled graph it would be recomputed
+  and fused, slowly, into the softmax).
 
 They exist where ``torch.library.custom_op`` does (torch >= 2.4; :data:`AVAILABLE`). The model
 code calls :func:`~mmseg_segman.ops.selective_scan_fn` and :func:`~mmseg_segman.ops.na2d` as
@@ -29,7 +34,8 @@ from torch import Tensor
 
 from .export import compiling
 
-__all__ = ['AVAILABLE', 'use_library_ops', 'selective_scan', 'na2d_qk', 'na2d_av']
+__all__ = ['AVAILABLE', 'use_library_ops', 'selective_scan', 'na2d_qk', 'na2d_av',
+           'resize_bias_bicubic']
 
 AVAILABLE = hasattr(torch.library, 'custom_op') and hasattr(torch.library, 'register_fake')
 
@@ -158,37 +164,57 @@ if AVAILABLE:
         return _scan_infer(*tensors, bool(delta_softplus))
 
     # ------------------------------------------------------------------------- neighbourhood
+    def _flat_bias_index(q, kernel_size, dilation):
+        return tiled._bias_flat_index(q.shape[2], q.shape[3], kernel_size, dilation, q.device)
+
     @torch.library.custom_op(f'{_NS}::na2d_qk', mutates_args=())
-    def _na_qk(q: Tensor, k: Tensor, kernel_size: int, dilation: int) -> Tensor:
+    def _na_qk(q: Tensor, k: Tensor, rpb: Optional[Tensor], kernel_size: int,
+               dilation: int) -> Tensor:
         (attn, ) = tiled._over_subgrids(tiled._qk_fwd, (q, k), kernel_size, dilation,
                                         (kernel_size * kernel_size, ))
+        if rpb is not None:  # as the eager no-grad path: one index_select, added in place
+            H, W = q.shape[2:4]
+            bias = rpb.reshape(rpb.shape[0], -1).index_select(
+                1, _flat_bias_index(q, kernel_size, dilation))
+            attn.add_(bias.view(rpb.shape[0], H, W, -1).to(attn.dtype))
         return attn
 
     @_na_qk.register_fake
-    def _(q, k, kernel_size, dilation):
+    def _(q, k, rpb, kernel_size, dilation):
         return q.new_empty((*q.shape[:4], kernel_size * kernel_size))
 
     @torch.library.custom_op(f'{_NS}::na2d_qk_bwd', mutates_args=())
-    def _na_qk_bwd(q: Tensor, k: Tensor, grad_attn: Tensor, kernel_size: int,
-                   dilation: int) -> Tuple[Tensor, Tensor]:
+    def _na_qk_bwd(q: Tensor, k: Tensor, rpb: Optional[Tensor], grad_attn: Tensor,
+                   kernel_size: int, dilation: int, need_rpb: bool) -> Tuple[Tensor, Tensor,
+                                                                             Tensor]:
         D = q.shape[-1]
         grad_q, grad_k = tiled._over_subgrids(tiled._qk_bwd,
                                               tiled._in_common_dtype(q, k, grad_attn),
                                               kernel_size, dilation, (D, D))
-        return grad_q.to(q.dtype), grad_k.to(k.dtype)
+        grad_rpb = _empty(q)
+        if rpb is not None and need_rpb:  # the adjoint of the bias gather: a scatter-add
+            heads = rpb.shape[0]
+            index = _flat_bias_index(q, kernel_size, dilation)
+            per_head = grad_attn.sum(0).reshape(heads, -1).to(rpb.dtype)
+            grad_rpb = rpb.new_zeros(heads, rpb[0].numel()).index_add_(1, index, per_head)
+            grad_rpb = grad_rpb.view(rpb.shape)
+        return grad_q.to(q.dtype), grad_k.to(k.dtype), grad_rpb
 
     @_na_qk_bwd.register_fake
-    def _(q, k, grad_attn, kernel_size, dilation):
-        return q.new_empty(q.shape), k.new_empty(k.shape)
+    def _(q, k, rpb, grad_attn, kernel_size, dilation, need_rpb):
+        grad_rpb = rpb.new_empty(rpb.shape) if rpb is not None and need_rpb else q.new_empty(0)
+        return q.new_empty(q.shape), k.new_empty(k.shape), grad_rpb
 
     def _na_qk_setup(ctx, inputs, output):
-        ctx.save_for_backward(inputs[0], inputs[1])
-        ctx.kernel_size, ctx.dilation = inputs[2], inputs[3]
+        ctx.save_for_backward(inputs[0], inputs[1], inputs[2])
+        ctx.kernel_size, ctx.dilation = inputs[3], inputs[4]
 
     def _na_qk_backward(ctx, grad_attn):
-        q, k = ctx.saved_tensors
-        grad_q, grad_k = _na_qk_bwd(q, k, grad_attn, ctx.kernel_size, ctx.dilation)
-        return grad_q, grad_k, None, None
+        q, k, rpb = ctx.saved_tensors
+        need_rpb = rpb is not None and ctx.needs_input_grad[2]
+        grad_q, grad_k, grad_rpb = _na_qk_bwd(q, k, rpb, grad_attn, ctx.kernel_size,
+                                              ctx.dilation, need_rpb)
+        return grad_q, grad_k, grad_rpb if need_rpb else None, None, None
 
     _na_qk.register_autograd(_na_qk_backward, setup_context=_na_qk_setup)
 
@@ -215,15 +241,45 @@ if AVAILABLE:
     def _(attn, v, grad_out, kernel_size, dilation):
         return attn.new_empty(attn.shape), v.new_empty(v.shape)
 
+    def _na_av_setup(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0], inputs[1])
+        ctx.kernel_size, ctx.dilation = inputs[2], inputs[3]
+
     def _na_av_backward(ctx, grad_out):
         attn, v = ctx.saved_tensors
         grad_attn, grad_v = _na_av_bwd(attn, v, grad_out, ctx.kernel_size, ctx.dilation)
         return grad_attn, grad_v, None, None
 
-    _na_av.register_autograd(_na_av_backward, setup_context=_na_qk_setup)
+    _na_av.register_autograd(_na_av_backward, setup_context=_na_av_setup)
 
-    def na2d_qk(q: Tensor, k: Tensor, kernel_size: int, dilation: int) -> Tensor:
-        return _na_qk(q, k, kernel_size, dilation)
+    def na2d_qk(q: Tensor, k: Tensor, kernel_size: int, dilation: int,
+                rpb: Optional[Tensor] = None) -> Tensor:
+        return _na_qk(q, k, rpb, kernel_size, dilation)
+
+    # ------------------------------------------------------------------------- resized bias
+    _RESIZED = {}
+
+    @torch.library.custom_op(f'{_NS}::resize_bias_bicubic', mutates_args=())
+    def _resize_bias(bias: Tensor, size: int) -> Tensor:
+        """(heads, n, n) -> (heads, size, size), bicubic; cached per weights (inference)."""
+        key = (size, bias.data_ptr(), bias._version, bias.dtype, bias.device,
+               tuple(bias.shape))
+        hit = _RESIZED.get(key)
+        if hit is None:
+            if len(_RESIZED) >= 16:
+                _RESIZED.clear()
+            hit = _RESIZED[key] = torch.nn.functional.interpolate(
+                bias[None], size=(size, size), mode='bicubic', align_corners=False)[0]
+        return hit.clone()  # the caller (inductor) may reuse its output's buffer
+
+    @_resize_bias.register_fake
+    def _(bias, size):
+        return bias.new_empty((bias.shape[0], size, size))
+
+    def resize_bias_bicubic(bias: Tensor, size: int) -> Tensor:
+        """Inference only (no autograd): ``F.interpolate(bias[None], (size, size), 'bicubic')``
+        computed once per weights and size (compiled graphs recompute it every call)."""
+        return _resize_bias(bias, size)
 
     def na2d_av(attn: Tensor, v: Tensor, kernel_size: int, dilation: int) -> Tensor:
         return _na_av(attn, v, kernel_size, dilation)

@@ -21,6 +21,7 @@ from mmengine.model.weight_init import constant_init, trunc_normal_init
 from mmseg.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from mmseg_segman.ops import library
 from mmseg_segman.ops.export import caches_allowed
 
 from ..layers.ffn import DepthwiseConvFFN
@@ -97,6 +98,9 @@ class LASSAttention(BaseModule):
             return bias
         # Without autograd the resized bias depends on the size and the weights only: cached
         # (one size) until the parameter changes (its version counter or storage).
+        if not torch.is_grad_enabled() and library.use_library_ops():
+            # compiling for inference: one op that keeps the eager cache's saving
+            return library.resize_bias_bicubic(bias, num_tokens)
         # The cache is not even looked at while compiling: dynamo would guard on it.
         use_cache = not torch.is_grad_enabled() and caches_allowed()
         if use_cache:

@@ -287,12 +287,7 @@ def na2d_qk_tiled(q: Tensor, k: Tensor, kernel_size: int, dilation: int = 1,
     """``na2d_qk`` on the tiled kernels (arguments already checked)."""
     from .. import library  # here: it imports this module
     if library.use_library_ops():  # torch.compile: one custom op, no graph break
-        attn = library.na2d_qk(q, k, kernel_size, dilation)
-        if rpb is not None:
-            H, W = q.shape[2:4]
-            bias = bias_table(rpb, H, W, kernel_size, dilation)
-            attn = attn + bias.to(attn.dtype)
-        return attn
+        return library.na2d_qk(q, k, kernel_size, dilation, rpb)
     attn = _NA2DQK.apply(q, k, kernel_size, dilation)
     if rpb is not None:  # in place: the qk backward does not need its output
         H, W = q.shape[2:4]
