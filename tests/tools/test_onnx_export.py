@@ -166,3 +166,32 @@ def test_wrapper_is_encode_decode_at_the_input_size():
     assert logits.shape == (1, 150, 64, 96)
     assert torch.equal(logits, mmseg_logits)
     assert logits.abs().max().item() > 0.1
+
+
+@needs_onnx
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize('family', ['segnext', 'lrformer', 'segman'])
+def test_dynamic_export_serves_three_sizes(family, tmp_path):
+    """``dynamic=True``: one file, H and W symbolic, ONNX Runtime equals PyTorch at three sizes
+    (non-square; SegMAN's stage-4 map smaller and larger than its window), and no large
+    index constants are stored: the file is at most 1.1x the weights."""
+    import onnx
+
+    from mmseg_segman.deploy import build_segmentor, export_onnx, verify_onnx
+
+    torch.manual_seed(0)
+    model, _ = build_segmentor(config(family))
+    out = tmp_path / f'{family}.onnx'
+    wrapper = export_onnx(model, (96, 128), str(out), dynamic=True)
+    graph = onnx.load(str(out)).graph
+    dims = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+    assert dims[:2] == [1, 3] and all(isinstance(d, str) and d for d in dims[2:]), dims
+    assert all(len(node.metadata_props) == 0 for node in graph.node)
+    weights = sum(v.numel() * v.element_size() for v in model.state_dict().values())
+    assert out.stat().st_size <= 1.1 * weights
+    for h, w in ((64, 96), (160, 128), (256, 288)):
+        x = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(h))
+        res = verify_onnx(wrapper, str(out), inputs=x)
+        assert res['shape'] == (1, 150, h, w)
+        assert res['rel'] <= REL_TOL, (family, (h, w), res)
