@@ -336,6 +336,10 @@ def test_leaf_inherits_its_sibling_and_states_only_differences(leaf):
         assert backbone_keys == {'init_cfg'}, backbone_keys
 
 
+DEFAULT_HOOKS = [dict(type='CheckpointGuardHook'), dict(type='DataCheckHook'),
+                 dict(type='BatchSizeCheckHook'), dict(type='RandomStateHook')]
+
+
 @pytest.mark.parametrize('leaf', LEAVES, ids=leaf_id)
 def test_leaf_first_line_states_the_batch_and_schedule(leaf):
     family, variant, dataset = leaf
@@ -351,7 +355,7 @@ def test_leaf_first_line_states_the_batch_and_schedule(leaf):
     assert cfg.total_batch_size == total
     # Leaves state the total, never custom_hooks, so the base's hooks (batch check, exact
     # resume) stay on in every config.
-    assert cfg.custom_hooks == [dict(type='BatchSizeCheckHook'), dict(type='RandomStateHook')]
+    assert cfg.custom_hooks == DEFAULT_HOOKS
 
 
 @pytest.mark.parametrize('path', [p for p in RUNNABLE if p.parent.name == 'toy'], ids=config_id)
@@ -363,7 +367,7 @@ def test_toy_first_line_states_the_batch(path):
     assert (gpus * per_gpu, per_gpu) == (total, cfg.train_dataloader.batch_size)
     assert iters * (1000 if match[5] else 1) == cfg.train_cfg.max_iters
     assert cfg.total_batch_size == total
-    assert cfg.custom_hooks == [dict(type='BatchSizeCheckHook'), dict(type='RandomStateHook')]
+    assert cfg.custom_hooks == DEFAULT_HOOKS
 
 
 @pytest.mark.parametrize('leaf', LEAVES, ids=leaf_id)

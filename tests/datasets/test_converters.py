@@ -21,6 +21,8 @@ from mmseg.datasets import CityscapesDataset, COCOStuffDataset
 from mmseg.registry import DATASETS
 from PIL import Image
 
+from mmseg_segman.datasets import bind_num_classes
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DATASET_CONFIGS = REPO_ROOT / 'configs' / '_base_' / 'datasets'
 CONVERTERS = Path(mmseg.__file__).parent / '.mim' / 'tools' / 'dataset_converters'
@@ -39,7 +41,9 @@ def build_dataset(config, loader, data_root, **overrides):
     init_default_scope('mmseg')
     dataset_cfg = cfg[loader].dataset.copy()
     dataset_cfg.update(data_root=str(data_root), **overrides)
-    return DATASETS.build(dataset_cfg)
+    dataset = DATASETS.build(dataset_cfg)
+    bind_num_classes(dataset)  # what DataCheckHook does in a run
+    return dataset
 
 
 def labels_of(dataset):
