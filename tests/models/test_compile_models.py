@@ -25,9 +25,10 @@ from mmseg_segman.ops import library
 REPO = next(p for p in Path(__file__).resolve().parents if (p / 'mmseg_segman').is_dir())
 FAMILIES = ('segman', 'segnext', 'lrformer')
 
-pytestmark = pytest.mark.skipif(
+# Tracing whole models takes 10-40 s each on 2 cores: the slow tier (CI runs it).
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     not library.AVAILABLE,
-    reason='torch.library.custom_op needs torch >= 2.4: SegMAN compiles with graph breaks here')
+    reason='torch.library.custom_op needs torch >= 2.4: SegMAN compiles with graph breaks here')]
 
 register_all_modules()
 

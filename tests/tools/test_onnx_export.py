@@ -38,6 +38,7 @@ def config(family):
 
 
 @needs_onnx
+@pytest.mark.slow  # 20-40 s per export on 2 cores
 @pytest.mark.parametrize('family,shape,optimize', [
     # The exporter's graph optimisation takes about half of an export; it is skipped for
     # LRFormer (ONNX Runtime optimises the graph itself) and kept for SegMAN, whose export
