@@ -7,8 +7,9 @@
 * ``golden_dir``: the reference outputs of the authors' code, ``<repo>/../shared/golden``
   or ``$MMSEG_SEGMAN_GOLDEN``. Missing files skip, except under ``CI`` where they fail.
 * Honest tiers: every test that starts a fresh interpreter is marked ``slow`` by rule
-  (:func:`pytest_collection_modifyitems`: its source, or that of a module-level helper it
-  calls, starts a subprocess), and a test left unmarked that starts one anyway fails
+  (:func:`pytest_collection_modifyitems`: its source, that of a fixture it requests, or
+  that of a module-level helper either calls, starts a subprocess), and a test left
+  unmarked that starts a Python interpreter or a shell script anyway fails
   (:func:`_no_subprocess_in_fast_tests`), so ``pytest -m "not slow"`` stays in-process.
 * Frozen stack: where mainline mmseg would need it (mmcv-lite), the ``mmcv._ext``
   stand-in of ``mmseg_segman/shims.py`` is installed before anything imports mmseg, and
@@ -75,10 +76,27 @@ def _spawns(function, module) -> bool:
     return False
 
 
+def _fixture_functions(item):
+    """The functions of the fixtures ``item`` requests (a module-scoped fixture that trains
+    a model in a subprocess makes every test using it slow)."""
+    info = getattr(item, '_fixtureinfo', None)
+    for name in getattr(item, 'fixturenames', ()):
+        for fixturedef in (info.name2fixturedefs.get(name, ()) if info else ()):
+            func = fixturedef.func
+            source = inspect.getsourcefile(func) or ''
+            # Only this suite's own fixtures (not pytest's), and not the guard below.
+            if source.startswith(str(REPO_ROOT / 'tests')) and \
+                    func.__name__ != '_no_subprocess_in_fast_tests':
+                yield func
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         function = getattr(item, 'function', None)
-        if function is not None and _spawns(function, item.module):
+        if function is None:
+            continue
+        candidates = [function, *_fixture_functions(item)]
+        if any(_spawns(f, inspect.getmodule(f) or item.module) for f in candidates):
             item.add_marker(pytest.mark.slow)
             item.add_marker(pytest.mark.spawns)
 

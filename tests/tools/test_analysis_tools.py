@@ -40,7 +40,7 @@ def _load(path: Path, name: str):
 
 
 def run(cmd, cwd, check=True):
-    env = {**os.environ, 'PYTHONPATH': str(REPO_ROOT), 'MPLBACKEND': 'Agg'}
+    env = {**os.environ, 'MPLBACKEND': 'Agg'}
     result = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, timeout=600,
                             capture_output=True, text=True)
     if check:
