@@ -1,6 +1,10 @@
 """MMEngine's ``compile=True``: the Runner wraps ``model.train_step`` in ``torch.compile``
 (inductor) and the SegMAN-T toy config trains with it.
 
+Two iterations only: each takes minutes, because MMEngine's compiled ``train_step`` also
+recompiles when a batch's metadata (``img_path``, ``flip``: dynamo guards on those objects) or
+the scheduled learning rate (a float in AdamW's ``param_groups``) changes, for any model.
+
 Known problem outside the model (torch 2.13, onedl-mmengine 0.10.12): with a
 ``paramwise_cfg`` (the toy and ADE20K configs have one) MMEngine builds the optimizer from a
 config whose parameter groups become ``ConfigDict``s, and dynamo fails inside
@@ -100,16 +104,14 @@ def train_toy(data_root, work_dir, max_iters, compile_):
 def test_toy_config_trains_with_compile_true(tmp_path):
     torch._dynamo.reset()
     make_toy_dataset(str(tmp_path / 'toy'), num_train=4, num_val=2, size=64)
-    runner, before, times, losses = train_toy(tmp_path / 'toy', tmp_path / 'work', 4, True)
+    runner, before, times, losses = train_toy(tmp_path / 'toy', tmp_path / 'work', 2, True)
     # the Runner compiled train_step (dynamo's wrapper keeps the original function)
     assert hasattr(runner.model.train_step, '_torchdynamo_orig_callable')
-    assert len(times) == 4 and len(losses) == 4
+    assert len(times) == 2 and len(losses) == 2
     assert all(math.isfinite(v) for v in losses)
     changed = sum(not torch.equal(v, runner.model.state_dict()[k])
                   for k, v in before.items() if v.is_floating_point())
     assert changed > 100  # the optimiser stepped every weight group
-    # the custom ops ran inside the compiled graphs: the scan and attention were not traced
-    # away or skipped
-    assert (tmp_path / 'work' / 'iter_4.pth').is_file()
+    assert (tmp_path / 'work' / 'iter_2.pth').is_file()
     print(f'compile=True iteration times (s): {[round(t, 2) for t in times]}')
     torch._dynamo.reset()

@@ -13,6 +13,8 @@ from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule
 
+from mmseg_segman.ops.export import is_exporting
+
 from .ffn import DepthwiseConvFFN
 from .layer_scale import layer_scale_parameter, scale_channels
 from .norm import apply_channel_norm
@@ -125,6 +127,11 @@ class LowResolutionSelfAttention(BaseModule):
             Tensor: (B, C, H, W).
         """
         B, C, H, W = x.shape
+        if is_exporting() and not (isinstance(H, int) and isinstance(W, int)):
+            raise NotImplementedError(
+                'LRFormer cannot be exported with a symbolic (dynamic) height or width: its '
+                'pooled grids have sizes rounded from the input\'s aspect ratio, which the '
+                'graph would fix to the example input\'s. Export one graph per input size.')
         H, W = int(H), int(W)  # plain ints for the pooled-size arithmetic (also when traced)
         if kv_pool_convs is not None and len(kv_pool_convs) != len(self.kv_pooled_sizes):
             raise ValueError(f'kv_pool_convs has {len(kv_pool_convs)} modules but there are '
