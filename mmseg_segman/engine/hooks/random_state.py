@@ -110,6 +110,15 @@ class _RestoreBeforeNext:
         self._loop.dataloader_iterator = self._inner
         return next(self._inner)
 
+    def skip_iter(self, num_iters: int) -> None:
+        """onedl-mmengine's loop skips the trained iterations with ``skip_iter``, which
+        advances the sampler without loading the batches and rebuilds the iterator, whose
+        worker seeds would then come from the restored state. Replaying the batches, as
+        mainline mmengine does, keeps the workers and their random streams where the
+        uninterrupted run had them."""
+        for _ in range(num_iters):
+            next(self)
+
     def __getattr__(self, name):
         return getattr(self._inner, name)
 
