@@ -32,7 +32,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from .export import compiling
+from .export import compiling, is_exporting
 
 __all__ = ['AVAILABLE', 'use_library_ops', 'selective_scan', 'na2d_qk', 'na2d_av',
            'resize_bias_bicubic']
@@ -41,8 +41,10 @@ AVAILABLE = hasattr(torch.library, 'custom_op') and hasattr(torch.library, 'regi
 
 
 def use_library_ops() -> bool:
-    """True while dynamo traces (``torch.compile``) on a torch with custom ops."""
-    return AVAILABLE and compiling()
+    """True while dynamo traces for ``torch.compile`` on a torch with custom ops; False while
+    a graph is exported (``torch.export`` traces with dynamo too), where the operators take
+    their export forms, which ONNX can express."""
+    return AVAILABLE and compiling() and not is_exporting()
 
 
 def _empty(like: Tensor) -> Tensor:
