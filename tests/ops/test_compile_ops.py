@@ -194,3 +194,32 @@ def test_without_custom_ops_compile_falls_back_to_the_autograd_functions(monkeyp
     assert report.graph_break_count > 0
     torch._dynamo.reset()
     assert torch.equal(torch.compile(f, backend='eager')(q, k, v, kw), f(q, k, v, kw))
+
+
+def test_exporting_uses_the_export_forms_not_the_custom_ops():
+    """torch.export traces with dynamo too: the switch must stay off there, or the custom ops
+    (which ONNX cannot express) would enter exported graphs. SegMAN's global LASS attention
+    (resized bias, neighbourhood attention with rpb) and the scan export as plain aten ops."""
+    from mmseg_segman.models.backbones.segman import LASSAttention
+    from mmseg_segman.models.layers.segman_blocks import RoPE2d
+
+    torch.manual_seed(0)
+    block = LASSAttention(32, 2, 7, global_size=(4, 4)).eval()  # 16-token bias, resized
+    local = LASSAttention(32, 2, 7).eval()  # neighbourhood attention + SS2D
+
+    class Mixers(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block, self.local, self.rope = block, local, RoPE2d(16)
+
+        def forward(self, x):
+            rope = self.rope(*x.shape[2:])
+            return self.block(x, rope) + self.local(x, rope)
+
+    x = torch.randn(1, 32, 8, 10)
+    with torch.no_grad():
+        ref = Mixers()(x)
+        program = torch.export.export(Mixers(), (x, ))
+    targets = {str(n.target) for n in program.graph.nodes if n.op == 'call_function'}
+    assert not any('mmseg_segman' in t for t in targets), sorted(targets)
+    assert torch.allclose(program.module()(x), ref, rtol=1e-5, atol=1e-5)
