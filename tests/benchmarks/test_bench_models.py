@@ -41,6 +41,34 @@ def test_tiny_run_prints_finite_ratios(tmp_path):
     assert printed == pytest.approx(seg['ratio'], abs=0.006)
 
 
+@pytest.mark.slow  # inductor compiles two models (minutes on the shared 2-core machine)
+@pytest.mark.timeout(1500)
+def test_compile_adds_compiled_rows_with_compile_times(tmp_path):
+    out_json = tmp_path / 'bench.json'
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), '--models', 'segman-t', '--sizes', '64', '--tasks',
+         'eval', '--threads', '1', '--rounds', '2', '--compile', '--json', str(out_json)],
+        capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS='1'),
+        cwd=REPO_ROOT, timeout=1400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(out_json.read_text())
+    rows = {r['model']: r for r in data['timing']}
+    assert set(rows) == {'segman-t', 'mmseg-segnext-t', 'segman-t+compiled',
+                         'mmseg-segnext-t+compiled'}
+    for name in ('segman-t', 'mmseg-segnext-t'):
+        comp = rows[name + '+compiled']
+        assert comp['speedup_over_eager'] == pytest.approx(
+            rows[name]['median_ms'] / comp['median_ms'], rel=1e-12)
+    assert rows['mmseg-segnext-t+compiled']['ratio_to_compiled_baseline'] == 1.0
+    seconds = {r['model']: r['seconds'] for r in data['compile_s']}
+    assert set(seconds) == {'segman-t+compiled', 'mmseg-segnext-t+compiled'}
+    # the first (compiling) call is slower than a timed one
+    assert all(seconds[m] * 1e3 > rows[m]['median_ms'] for m in seconds)
+    checks = {r['model']: r for r in data['outputs_vs_baseline']}
+    assert checks['segman-t+compiled']['max_abs_diff'] <= 1e-4  # relative, see the script
+    assert 'compile s' in proc.stdout
+
+
 def test_bad_size_names_the_argument():
     proc = _run('--sizes', '512x', '--rounds', '1')
     assert proc.returncode == 2
