@@ -15,12 +15,15 @@ total_batch_size = None
 # - DataCheckHook: LoadCheckedAnnotations refuses labels outside the dataset's classes.
 # - RandomStateHook saves the random state in each checkpoint so --resume repeats an
 #   uninterrupted run exactly.
+# - PlainParamGroupsHook: with compile=True, plain-dict optimizer groups (dynamo cannot
+#   trace MMEngine's ConfigDict groups in the optimizer step); nothing otherwise.
 # Leaf configs set total_batch_size, not custom_hooks, so all of them stay on everywhere.
 custom_hooks = [
     dict(type='CheckpointGuardHook'),
     dict(type='DataCheckHook'),
     dict(type='BatchSizeCheckHook'),
     dict(type='RandomStateHook'),
+    dict(type='PlainParamGroupsHook'),
 ]
 # Multi-process training: mmengine's DDP wrapper, which on a CPU-only machine (gloo)
 # also drops device_ids and turns SyncBN into BN (mmengine passes device_ids=[LOCAL_RANK]).

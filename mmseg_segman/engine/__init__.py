@@ -6,8 +6,15 @@ Hooks (``CheckpointGuardHook``, ``DataCheckHook``, ``RandomStateHook``,
 the explicit CPU distributed set-up of the plugin's tools.
 """
 from ..utils.checkpoint_io import ATOMIC_BACKEND, AtomicLocalBackend
-from .hooks import BatchSizeCheckHook, CheckpointGuardHook, DataCheckHook, RandomStateHook
+from .hooks import (
+    BatchSizeCheckHook,
+    CheckpointGuardHook,
+    DataCheckHook,
+    PlainParamGroupsHook,
+    RandomStateHook,
+)
 from .model_wrappers import CPUAwareDistributedDataParallel
 
 __all__ = ['ATOMIC_BACKEND', 'AtomicLocalBackend', 'BatchSizeCheckHook', 'CheckpointGuardHook',
-           'DataCheckHook', 'RandomStateHook', 'CPUAwareDistributedDataParallel']
+           'DataCheckHook', 'PlainParamGroupsHook', 'RandomStateHook',
+           'CPUAwareDistributedDataParallel']

@@ -337,7 +337,8 @@ def test_leaf_inherits_its_sibling_and_states_only_differences(leaf):
 
 
 DEFAULT_HOOKS = [dict(type='CheckpointGuardHook'), dict(type='DataCheckHook'),
-                 dict(type='BatchSizeCheckHook'), dict(type='RandomStateHook')]
+                 dict(type='BatchSizeCheckHook'), dict(type='RandomStateHook'),
+                 dict(type='PlainParamGroupsHook')]
 
 
 @pytest.mark.parametrize('leaf', LEAVES, ids=leaf_id)

@@ -226,7 +226,8 @@ def test_package_scoped_base_loads_and_builds(tmp_path):
     assert type(VISUALIZERS.build(cfg.visualizer)).__name__ == 'SegLocalVisualizer'
     hooks = [HOOKS.build(h) for h in cfg.custom_hooks]
     assert [type(h).__name__ for h in hooks] == ['CheckpointGuardHook', 'DataCheckHook',
-                                                 'BatchSizeCheckHook', 'RandomStateHook']
+                                                 'BatchSizeCheckHook', 'RandomStateHook',
+                                                 'PlainParamGroupsHook']
     assert cfg.total_batch_size == 16
 
 
