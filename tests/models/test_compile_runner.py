@@ -1,7 +1,8 @@
 """MMEngine's ``compile=True``: the Runner wraps ``model.train_step`` in ``torch.compile``
 (inductor) and the SegMAN-T toy config trains with it.
 
-Two iterations only: each takes minutes, because MMEngine's compiled ``train_step`` also
+The test compiles with ``backend='aot_eager'`` (see ``toy_cfg``). Two iterations only: with
+inductor each takes minutes, because MMEngine's compiled ``train_step`` also
 recompiles when a batch's metadata (``img_path``, ``flip``: dynamo guards on those objects) or
 the scheduled learning rate (a float in AdamW's ``param_groups``) changes, for any model.
 
@@ -10,8 +11,8 @@ Known problem outside the model (torch 2.13, onedl-mmengine 0.10.12): with a
 config whose parameter groups become ``ConfigDict``s, and dynamo fails inside
 ``AdamW.step`` (``InternalTorchDynamoError: 'UserDefinedDictVariable' object has no attribute
 'items'``, torch/_dynamo/variables/optimizer.py ``_set_capturable``), for any model. The
-test turns the groups into plain dicts before training (:class:`PlainParamGroups`), which is
-what the plugin's engine needs to do for ``--cfg-options compile=True`` to work as it is.
+configs' ``PlainParamGroupsHook`` (``default_runtime.py``) turns the groups into plain dicts
+before training when ``compile`` is set; this test relies on it.
 
 Slow: inductor compiles the training step's graphs with a C++ compiler (minutes on 2 cores).
 Run in process through ``Runner.from_cfg``, as ``tools/train.py --cfg-options compile=True``
@@ -49,7 +50,12 @@ def toy_cfg(data_root, work_dir, max_iters, compile_):
         cfg[loader].num_workers = 0
         cfg[loader].persistent_workers = False
     if compile_:
-        cfg.compile = True
+        # MMEngine's switch with the graphs lowered by aot_eager: dynamo traces the whole
+        # train_step (data preprocessor, model, loss, backward through the custom ops, the
+        # optimizer step) as with compile=True, without inductor's C++ build (tens of
+        # minutes on 2 busy cores). Inductor's compile time and speed are measured by
+        # benchmarks/bench_models.py --compile (docs/benchmarks.md).
+        cfg.compile = dict(backend='aot_eager')
     return cfg
 
 
@@ -68,21 +74,6 @@ class _IterTimes:
         self.times.append(time.perf_counter() - self._start)
 
 
-def plain_param_groups(optimizer):
-    """Replace ``ConfigDict`` parameter groups by plain dicts (same keys, same tensors)."""
-    optimizer.param_groups[:] = [dict(g) for g in optimizer.param_groups]
-
-
-class _PlainParamGroups:
-    """Before training: the optimizer's parameter groups as plain dicts (see the module
-    docstring)."""
-
-    priority = 'VERY_HIGH'
-
-    def before_train(self, runner):
-        plain_param_groups(runner.optim_wrapper.optimizer)
-
-
 def train_toy(data_root, work_dir, max_iters, compile_):
     """Train; returns (runner, weights before, per-iteration seconds, losses)."""
     from mmengine.hooks import Hook
@@ -90,8 +81,6 @@ def train_toy(data_root, work_dir, max_iters, compile_):
     runner = Runner.from_cfg(toy_cfg(data_root, work_dir, max_iters, compile_))
     times = type('IterTimes', (_IterTimes, Hook), {})()
     runner.register_hook(times, priority='VERY_LOW')
-    runner.register_hook(type('PlainParamGroups', (_PlainParamGroups, Hook), {})(),
-                         priority='VERY_HIGH')
     before = {k: v.detach().clone() for k, v in runner.model.state_dict().items()}
     runner.train()
     losses = runner.message_hub.get_scalar('train/loss').data[0]
