@@ -168,8 +168,9 @@ def export_onnx(segmentor, shape, output, opset=DEFAULT_OPSET, optimize=True, dy
     Args:
         dynamic (bool): Keep H and W symbolic (``shape`` is then only the example the graph
             is traced with): one file serves every size, and index tensors are computed in
-            the graph instead of being stored (SegMAN-T: 24.6 MiB instead of 75.7 MiB for
-            24.4 MiB of weights). Default: False.
+            the graph instead of being stored. Verified for SegNeXt; LRFormer refuses it;
+            SegMAN's graph is right only at the example size (its export scan's chunking
+            follows the example's length; docs/deployment.md). Default: False.
         strip_metadata (bool): Remove the exporter's debug metadata
             (:func:`strip_debug_metadata`). Default: True.
 
