@@ -168,9 +168,10 @@ def export_onnx(segmentor, shape, output, opset=DEFAULT_OPSET, optimize=True, dy
     Args:
         dynamic (bool): Keep H and W symbolic (``shape`` is then only the example the graph
             is traced with): one file serves every size, and index tensors are computed in
-            the graph instead of being stored. Verified for SegNeXt; LRFormer refuses it;
-            SegMAN's graph is right only at the example size (its export scan's chunking
-            follows the example's length; docs/deployment.md). Default: False.
+            the graph instead of being stored. Verified for SegNeXt. LRFormer and SegMAN
+            refuse it: LRFormer's pooled grid follows the input's aspect ratio, and
+            SegMAN's export scan fixes its chunking to the example's length, so their
+            graphs are right only at the example size (docs/deployment.md). Default: False.
         strip_metadata (bool): Remove the exporter's debug metadata
             (:func:`strip_debug_metadata`). Default: True.
 
@@ -182,6 +183,11 @@ def export_onnx(segmentor, shape, output, opset=DEFAULT_OPSET, optimize=True, dy
     out_dir = osp.dirname(osp.abspath(output))
     if not osp.isdir(out_dir):
         raise FileNotFoundError(f'output directory does not exist: {out_dir}')
+    backbone = type(getattr(segmentor, 'backbone', None)).__name__
+    if dynamic and backbone == 'SegMANEncoder':
+        raise ValueError('dynamic=True: a SegMAN graph is right only at the size it was '
+                         'exported at (its scan chunking follows that length); export one '
+                         'file per input size instead (docs/deployment.md)')
     if dynamic:
         wrapper = DynamicSegmentorLogits(segmentor).eval()
         auto = torch.export.Dim.AUTO

@@ -204,12 +204,21 @@ def test_dynamic_export_of_lrformer_is_refused(tmp_path):
     """LRFormer's pooled grid sizes are Python ints rounded from the aspect ratio: a dynamic
     graph would keep the example's grids and index out of bounds at other sizes (measured:
     ONNX Runtime's Gather failed at 64x96 for a graph traced at 96x128), so it is refused.
-    (SegMAN-T's dynamic graph has the same kind of problem in its export scan, whose chunk
-    padding and levels are Python decisions on the length: ONNX Runtime's Reshape failed at
-    64x96; it is not refused yet, see docs/deployment.md.)"""
+    SegMAN-T's dynamic graph has the same kind of problem in its export scan, whose chunk
+    padding and levels are Python decisions on the length (ONNX Runtime's Reshape failed at
+    64x96), so it is refused too (test below)."""
     from mmseg_segman.deploy import build_segmentor, export_onnx
 
     torch.manual_seed(0)
     model, _ = build_segmentor(config('lrformer'))
     with pytest.raises(Exception, match='aspect ratio'):
         export_onnx(model, (64, 64), str(tmp_path / 'lrformer.onnx'), dynamic=True)
+
+
+def test_dynamic_export_of_segman_is_refused_before_tracing(tmp_path):
+    from mmseg_segman.deploy import build_segmentor, export_onnx
+
+    model, _ = build_segmentor(config('segman'))
+    with pytest.raises(ValueError, match='SegMAN graph is right only at the size'):
+        export_onnx(model, (64, 64), str(tmp_path / 'segman.onnx'), dynamic=True)
+    assert not (tmp_path / 'segman.onnx').exists()
