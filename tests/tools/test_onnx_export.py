@@ -222,3 +222,15 @@ def test_dynamic_export_of_segman_is_refused_before_tracing(tmp_path):
     with pytest.raises(ValueError, match='SegMAN graph is right only at the size'):
         export_onnx(model, (64, 64), str(tmp_path / 'segman.onnx'), dynamic=True)
     assert not (tmp_path / 'segman.onnx').exists()
+
+
+def test_cli_dynamic_segman_is_one_error_line(tmp_path, capsys):
+    tool_path = Path(__file__).resolve().parents[2] / 'tools' / 'deployment' / 'pytorch2onnx.py'
+    spec = importlib.util.spec_from_file_location('pytorch2onnx_tool', tool_path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    status = tool.main([config('segman'), '--shape', '64', '64', '--dynamic', '--output',
+                        str(tmp_path / 'x.onnx')])
+    err = capsys.readouterr().err
+    assert status == 2 and err.startswith('error: dynamic=True: a SegMAN graph')
+    assert not (tmp_path / 'x.onnx').exists()

@@ -1,13 +1,16 @@
 """Export a segmentor to ONNX: normalised image (1, 3, H, W) -> logits (1, classes, H, W).
 
     python tools/deployment/pytorch2onnx.py CONFIG [CHECKPOINT] --shape H W --output FILE.onnx \\
-        [--opset N] [--verify] [--tolerance REL] [--cfg-options k=v ...]
+        [--dynamic] [--opset N] [--verify] [--tolerance REL] [--cfg-options k=v ...]
 
 Without CHECKPOINT the weights are random (useful to check that a config exports). The graph
 is MMSeg's whole-image ``encode_decode`` (no data preprocessor, no sliding window); see
 docs/deployment.md. ``--verify`` runs the file with onnxruntime on a random input and exits
 with status 1 when ``max |onnx - torch| / max |torch|`` exceeds ``--tolerance``.
-Needs ``onnxscript`` and ``onnx`` (and ``onnxruntime`` for ``--verify``).
+``--dynamic`` keeps H and W symbolic (``--shape`` is then the example size; SegNeXt only:
+SegMAN and LRFormer graphs are right only at their example size and are refused).
+Needs ``onnxscript`` and ``onnx`` (and ``onnxruntime`` for ``--verify``):
+``pip install -e ".[deploy]"``.
 """
 import argparse
 import sys
@@ -34,6 +37,8 @@ def parse_args(argv=None):
                         help='--verify fails above this max |error| / max |logit| '
                              '(default 1e-4)')
     parser.add_argument('--seed', type=int, default=0, help='seed of the --verify input')
+    parser.add_argument('--dynamic', action='store_true',
+                        help='keep H and W symbolic (SegNeXt; --shape is the example size)')
     parser.add_argument('--no-optimize', action='store_true',
                         help="skip the exporter's graph optimisation (faster export)")
     parser.add_argument(
@@ -61,8 +66,12 @@ def main(argv=None):
         print(f'note: the config tests in {test_mode!r} mode; the graph runs whole-image '
               'inference on one (H, W) input', file=sys.stderr)
     h, w = args.shape
-    wrapper = onnx_export.export_onnx(model, (h, w), args.output, opset=args.opset,
-                                      optimize=not args.no_optimize)
+    try:
+        wrapper = onnx_export.export_onnx(model, (h, w), args.output, opset=args.opset,
+                                          optimize=not args.no_optimize, dynamic=args.dynamic)
+    except ValueError as err:  # a family whose graph cannot be dynamic
+        print(f'error: {err}', file=sys.stderr)
+        return 2
     pre = onnx_export.preprocess_summary(cfg)
     print(f'wrote {args.output} ({onnx_export.file_size_mb(args.output):.1f} MiB, opset '
           f'{args.opset}): input (1, 3, {h}, {w}) normalised with mean={pre["mean"]} '
