@@ -14,7 +14,8 @@
 * Frozen stack: where mainline mmseg would need it (mmcv-lite), the ``mmcv._ext``
   stand-in of ``mmseg_segman/shims.py`` is installed before anything imports mmseg, and
   ``tests/harness`` goes on the ``PYTHONPATH`` of subprocesses (its ``sitecustomize``
-  does the same there), playing the role of full mmcv.
+  does the same there), playing the role of full mmcv. Where mainline mmengine lacks
+  ``pkg_resources``, the package-scoped-config workaround is applied as our tools do.
 """
 import importlib.util
 import inspect
@@ -39,10 +40,14 @@ def _load_shims():
     return module
 
 
-if _load_shims().needs_mmcv_ext_stub():
-    _load_shims().install_mmcv_ext_stub()
+_SHIMS = _load_shims()
+if _SHIMS.needs_mmcv_ext_stub():
+    _SHIMS.install_mmcv_ext_stub()
     os.environ['PYTHONPATH'] = os.pathsep.join(
         p for p in (str(HARNESS), os.environ.get('PYTHONPATH')) if p)
+# Mainline mmengine without pkg_resources (the classification environment): `mmpretrain::`
+# bases need the package-scoped-config workaround, as our tools apply it.
+_SHIMS.enable_package_scoped_configs()
 
 if 'OMP_NUM_THREADS' not in os.environ:
     os.environ['OMP_NUM_THREADS'] = '1'

@@ -160,7 +160,8 @@ def load_classifier_weights(model: nn.Module,
     load_state_dict_checked(
         model, state_dict, f'{name} ({found.source}, {layout or "mmpretrain"} layout)',
         what=f'the {type(backbone).__name__} classifier',
-        hint=("Expected the authors' ImageNet file (encoder keys without prefix, classifier "
+        hint=("Is it another variant or num_classes? Expected the authors' ImageNet file "
+              "(encoder keys without prefix, classifier "
               f"under {prefix!r}) or an mmpretrain checkpoint (backbone.*, head.*) of this "
               'variant and num_classes'))
     return StateDictSource(OrderedDict(state_dict), found.source, layout)

@@ -272,8 +272,9 @@ def state_dict_mismatch(model: nn.Module, state_dict: Mapping) -> Mismatch:
 
 def _mismatch_error(source: str, what: str, mismatch: Mismatch,
                     hint: str) -> CheckpointMismatchError:
+    named = source if source.startswith('the ') else f'checkpoint {source}'
     return CheckpointMismatchError(
-        f'checkpoint {source} does not match {what}: of its weights, {mismatch.describe()}. '
+        f'{named} does not match {what}: of its weights, {mismatch.describe()}. '
         + (hint or _QUESTION))
 
 

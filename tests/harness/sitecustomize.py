@@ -13,3 +13,4 @@ _module = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_module)
 if _module.needs_mmcv_ext_stub():
     _module.install_mmcv_ext_stub()
+    _module.enable_package_scoped_configs()  # no-op unless mmengine needs pkg_resources
