@@ -118,10 +118,13 @@ def run_mmpretrain_tool(name: str) -> None:
     """Run mmpretrain's ``tools/<name>.py`` (``'train'`` or ``'test'``) on ``sys.argv``.
 
     The plugin's errors (missing files, checkpoints that do not fit) end the program with one
-    ``error:`` line instead of a traceback.
+    ``error:`` line instead of a traceback. Checkpoints are read weights-only for the whole run
+    (as in the segmentation tools; mainline mmengine cannot read its own training checkpoints
+    weights-only on torch >= 2.6 otherwise).
     """
     from mmseg_segman.errors import PluginError
     from mmseg_segman.utils.checkpoint import CheckpointMismatchError
+    from mmseg_segman.utils.checkpoint_io import weights_only_checkpoints
 
     from . import require_mmpretrain
 
@@ -136,6 +139,7 @@ def run_mmpretrain_tool(name: str) -> None:
         elif name == 'test':
             sys.argv[1:] = _test_argv(sys.argv[1:])
         sys.argv[0] = script
-        runpy.run_path(script, run_name='__main__')
+        with weights_only_checkpoints():
+            runpy.run_path(script, run_name='__main__')
     except (PluginError, CheckpointMismatchError, FileNotFoundError) as err:
         sys.exit(f'error: {err}')
