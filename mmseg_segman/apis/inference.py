@@ -5,7 +5,7 @@ import torch.nn as nn
 from mmengine.config import Config
 
 from ..engine.hooks.checkpoint_guard import STRICT_LOAD_KEY
-from ..utils.checkpoint import check_state_dict_matches
+from ..utils.checkpoint import check_state_dict_matches, checkpoint_weights
 from ..utils.checkpoint_io import weights_only_checkpoints
 
 __all__ = ['init_model', 'strict_load_enabled', 'check_loaded_checkpoint']
@@ -20,11 +20,8 @@ def check_loaded_checkpoint(model: nn.Module, checkpoint: dict, source: str,
                             what: str = 'use it') -> None:
     """Raise :class:`~mmseg_segman.errors.CheckpointMismatchError` unless ``checkpoint``
     (as read from ``source``) fits ``model`` exactly; the message names the opt-out."""
-    state_dict = checkpoint.get('state_dict', checkpoint)
-    state_dict = {(k[len('module.'):] if k.startswith('module.') else k): v
-                  for k, v in state_dict.items()}
     check_state_dict_matches(
-        model, state_dict, source,
+        model, checkpoint_weights(checkpoint), source,
         f'To {what} anyway with only the matching weights, set {STRICT_LOAD_KEY} = False in '
         f'the config (cfg_options={{"{STRICT_LOAD_KEY}": False}}).')
 

@@ -34,7 +34,7 @@ from .checkpoint_io import load_checkpoint_file, load_from_http_weights_only
 __all__ = [
     'CheckpointMismatchError', 'StateDictSource', 'read_state_dict', 'load_backbone_weights',
     'check_local_file', 'check_pretrained_files', 'Mismatch', 'state_dict_mismatch',
-    'check_state_dict_matches', 'load_state_dict_checked'
+    'check_state_dict_matches', 'load_state_dict_checked', 'checkpoint_weights'
 ]
 
 # Wrappers in order of preference: EMA weights are what the SegMAN authors release.
@@ -279,6 +279,14 @@ def _mismatch_error(source: str, what: str, mismatch: Mismatch,
 
 
 _QUESTION = 'Is it a checkpoint of this config (model family, variant, num_classes)?'
+
+
+def checkpoint_weights(checkpoint: Mapping) -> Dict[str, torch.Tensor]:
+    """The weights of an mmengine checkpoint as mmengine loads them: its ``state_dict`` (or
+    the mapping itself), with the ``module.`` prefix of wrapped models removed."""
+    state_dict = checkpoint.get('state_dict', checkpoint)
+    return {(k[len('module.'):] if k.startswith('module.') else k): v
+            for k, v in state_dict.items()}
 
 
 def check_state_dict_matches(model: nn.Module, state_dict: Mapping, source: str,

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Optional
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
-from ...utils.checkpoint import check_state_dict_matches
+from ...utils.checkpoint import check_state_dict_matches, checkpoint_weights
 from ...utils.checkpoint_io import find_latest_loadable_checkpoint, weights_only_checkpoints
 
 if TYPE_CHECKING:
@@ -79,12 +79,10 @@ class CheckpointGuardHook(Hook):
     def after_load_checkpoint(self, runner: 'Runner', checkpoint: dict) -> None:
         if _training(runner) or not runner.cfg.get(STRICT_LOAD_KEY, True):
             return
-        state_dict = checkpoint.get('state_dict', checkpoint)
-        state_dict = {(k[len('module.'):] if k.startswith('module.') else k): v
-                      for k, v in state_dict.items()}
         try:
             check_state_dict_matches(
-                runner.model, state_dict, str(runner._load_from or 'the checkpoint'),
+                runner.model, checkpoint_weights(checkpoint),
+                str(runner._load_from or 'the checkpoint'),
                 f'To evaluate anyway with only the matching weights, set {STRICT_LOAD_KEY} = '
                 f'False in the config (--cfg-options {STRICT_LOAD_KEY}=False).')
         except Exception:
