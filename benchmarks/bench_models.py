@@ -164,6 +164,9 @@ def parse_args(argv=None):
                              'each compiled (task, size) is reported as its compile time')
     parser.add_argument('--compile-mode', default=None,
                         help='torch.compile mode (default: inductor\'s default)')
+    parser.add_argument('--compile-backend', default='inductor',
+                        help='torch.compile backend (default: inductor; aot_eager traces the '
+                             'same graphs without generating code, for quick checks)')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--json', metavar='FILE', help='also write all results to FILE')
     parser.add_argument('--memory-child', nargs=4, metavar=('MODEL', 'TASK', 'H', 'W'),
@@ -340,12 +343,12 @@ def compare_outputs(args, built, swap):
 COMPILED = '+compiled'
 
 
-def compiled_copy(model, mode=None):
-    """A copy of ``model`` (same weights) whose ``forward`` is ``torch.compile``d (inductor):
-    what MMEngine's ``compile=True`` compiles, minus the data preprocessor and the optimiser
-    step, which stay eager in both variants."""
+def compiled_copy(model, mode=None, backend='inductor'):
+    """A copy of ``model`` (same weights) whose ``forward`` is ``torch.compile``d (``backend``,
+    inductor by default): what MMEngine's ``compile=True`` compiles, minus the data
+    preprocessor and the optimiser step, which stay eager in both variants."""
     twin = copy.deepcopy(model)
-    twin.forward = torch.compile(twin.forward, mode=mode)
+    twin.forward = torch.compile(twin.forward, mode=mode, backend=backend)
     return twin
 
 
@@ -358,7 +361,7 @@ def time_all(args, swap=None):
     for name in args.models:
         built[name] = build(name, args.train_size, args.seed)
     checks = compare_outputs(args, built, swap) if swap is not None else {}
-    twins = {name: compiled_copy(built[name][1], args.compile_mode)
+    twins = {name: compiled_copy(built[name][1], args.compile_mode, args.compile_backend)
              for name in args.models} if args.compile else {}
     calls = {}
     for task, size in workloads(args):
@@ -539,7 +542,8 @@ def print_tables(args, summary, params, memory=None, compile_s=None):
                          for th in args.threads]
                 print(f'- {name}: ' + ', '.join(parts))
         if compile_s:
-            print(f'\ncompiled ({args.compile_mode or "default"} mode): speed-up over eager, '
+            print(f'\ncompiled ({args.compile_backend}, {args.compile_mode or "default"} mode): '
+                  'speed-up over eager, '
                   f'ratio to compiled {BASELINE}, first call (compile) time\n')
             head = '| model |' + ''.join(f' {th} thr: speed-up | vs compiled base |'
                                           for th in args.threads) + ' compile s |'

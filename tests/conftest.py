@@ -172,3 +172,18 @@ def load_golden(golden_dir):
         return cache[name]
 
     return load
+
+
+@pytest.fixture
+def free_port():
+    """``free_port()``: a TCP port nothing listens on now, for a launcher's rendezvous
+    (``PORT`` of tools/dist_*.sh). Asked from the kernel, so tests running side by side
+    (pytest-xdist workers) do not collide as ports derived from a pid can."""
+    import socket
+
+    def pick() -> int:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(('127.0.0.1', 0))
+            return sock.getsockname()[1]
+
+    return pick

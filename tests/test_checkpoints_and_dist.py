@@ -341,7 +341,7 @@ def _tagged_processes(tag):
 class _DistRun:
     """bash tools/dist_train.sh on the toy data for a long schedule, in 2 CPU processes."""
 
-    def __init__(self, tmp_path, *options):
+    def __init__(self, tmp_path, port, *options):
         data = tmp_path / 'toy'
         make_toy_dataset(str(data), num_train=4, num_val=1, size=32)
         opts = ['train_cfg.max_iters=100000', 'train_cfg.val_interval=100000',
@@ -353,7 +353,7 @@ class _DistRun:
         self.tag = f'{os.getpid()}-{tmp_path.name}'
         self.log = tmp_path / 'log.txt'
         env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHON': sys.executable,
-               'PORT': str(29900 + os.getpid() % 90), 'MMSEG_TEST_TAG': self.tag}
+               'PORT': str(port), 'MMSEG_TEST_TAG': self.tag}
         with open(self.log, 'w') as log:
             self.proc = subprocess.Popen(
                 ['bash', str(REPO_ROOT / 'tools' / 'dist_train.sh'),
@@ -400,8 +400,8 @@ def _wait_until(condition, timeout):
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='PR_SET_PDEATHSIG')
-def test_workers_exit_when_the_launcher_is_killed(tmp_path):
-    run = _DistRun(tmp_path)
+def test_workers_exit_when_the_launcher_is_killed(tmp_path, free_port):
+    run = _DistRun(tmp_path, free_port())
     try:
         run.wait_training()
         workers = run.workers()
@@ -417,9 +417,9 @@ def test_workers_exit_when_the_launcher_is_killed(tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 @pytest.mark.skipif(torch.cuda.is_available(), reason='the CPU (gloo) timeout')
-def test_stopped_worker_fails_the_run_within_the_timeout(tmp_path):
+def test_stopped_worker_fails_the_run_within_the_timeout(tmp_path, free_port):
     timeout_s = 15
-    run = _DistRun(tmp_path, f'env_cfg.dist_cfg.timeout={timeout_s}')
+    run = _DistRun(tmp_path, free_port(), f'env_cfg.dist_cfg.timeout={timeout_s}')
     try:
         run.wait_training()
         rank1 = [pid for pid, env in run.workers().items() if env['RANK'] == '1']

@@ -7,6 +7,7 @@
 # Extra arguments go to pytest, e.g. `bash tools/run_tests.sh tests/test_shims.py -x`:
 # paths under tests/classification run in stage 3 only, other paths in stage 1 only;
 # without a path argument (options only, e.g. -m "not slow") stages 1 and 3 get them.
+# Stage 1 runs on MMSEG_SEGMAN_TEST_WORKERS pytest-xdist workers (default 2, 0: in-process).
 # `bash tools/run_tests.sh --frozen` runs stage 2 only. MMSEG_SEGMAN_FROZEN=0 and
 # MMSEG_SEGMAN_CLASSIFICATION=0 skip stages 2 and 3. The exit status is non-zero if any
 # stage fails.
@@ -44,9 +45,14 @@ run_main=1 run_frozen=1 run_cls=1
 status=0
 if [[ $run_main == 1 ]]; then
     bash "$REPO/tools/install.sh" --tests
-    echo "[run_tests] main suite in .venv (default stack)"
+    # Every test runs one intra-op thread (tests/conftest.py), so the main suite spreads over
+    # both cores with pytest-xdist (worksteal: a worker that is done takes queued tests from
+    # the other). MMSEG_SEGMAN_TEST_WORKERS=0 runs it in this one process.
+    workers="${MMSEG_SEGMAN_TEST_WORKERS:-2}"
+    echo "[run_tests] main suite in .venv (default stack), $workers pytest-xdist workers"
     # shellcheck disable=SC1091
-    (. .venv/bin/activate && python -m pytest ${main_args[@]+"${main_args[@]}"}) || status=$?
+    (. .venv/bin/activate && python -m pytest -n "$workers" --dist worksteal \
+        ${main_args[@]+"${main_args[@]}"}) || status=$?
 fi
 if [[ $run_frozen == 1 ]]; then
     bash "$REPO/tools/install.sh" --frozen

@@ -188,6 +188,11 @@ def export_onnx(segmentor, shape, output, opset=DEFAULT_OPSET, optimize=True, dy
         raise ValueError('dynamic=True: a SegMAN graph is right only at the size it was '
                          'exported at (its scan chunking follows that length); export one '
                          'file per input size instead (docs/deployment.md)')
+    if dynamic and backbone == 'LRFormer':
+        # The attention block raises the same while tracing; refusing here saves the trace.
+        raise ValueError('dynamic=True: an LRFormer graph is right only at the size it was '
+                         'exported at (its pooled grids follow the input\'s aspect ratio); '
+                         'export one file per input size instead (docs/deployment.md)')
     if dynamic:
         wrapper = DynamicSegmentorLogits(segmentor).eval()
         auto = torch.export.Dim.AUTO

@@ -29,6 +29,7 @@ def test_by_name_builds_the_indexed_config_with_random_weights_and_a_warning():
     assert 0 <= prediction.min() and prediction.max() < 150
 
 
+@pytest.mark.slow  # ~5 s: two 512x512 inferences
 def test_by_config_path_with_weights_equals_mmseg_inference(tmp_path):
     torch.manual_seed(0)
     reference = init_model(REPO_CONFIG, None, device='cpu')

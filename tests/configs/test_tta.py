@@ -177,6 +177,12 @@ def tta_branches(config, tmp_path_factory):
             for inputs, sample in zip(out['inputs'], out['data_samples']):
                 assert tuple(inputs.shape[1:]) == tuple(sample.img_shape)
                 assert sample.gt_sem_seg.data.shape[1:] == shape  # scored at full size
+            # each flipped branch is its unflipped twin mirrored (checked once per pipeline)
+            for size in {s for s, _, _ in by_size[shape]}:
+                plain = [x for s, flip, x in by_size[shape] if s == size and not flip]
+                mirrored = [x for s, flip, x in by_size[shape] if s == size and flip]
+                assert plain and len(plain) == len(mirrored), (config, shape, size)
+                assert all(torch.equal(a.flip(-1), b) for a, b in zip(plain, mirrored))
         _RESULTS[key] = by_size
     return _RESULTS[key]
 
@@ -190,27 +196,38 @@ def test_tta_branches_follow_the_official_rule(config, tmp_path_factory):
         # One unflipped and one flipped branch per ratio, nothing else.
         assert sorted((shape, flip) for shape, flip, _ in outputs) == sorted(
             (size, flip) for size in expected for flip in (False, True)), (h, w)
-        for size in set(expected):
-            plain = [x for shape, flip, x in outputs if shape == size and not flip]
-            mirrored = [x for shape, flip, x in outputs if shape == size and flip]
-            assert all(torch.equal(a.flip(-1), b) for a, b in zip(plain, mirrored))
 
 
 @pytest.mark.parametrize(
     'config', [c for c in CONFIGS if c.parent.name != 'lrformer'], ids=config_id)
 def test_ratio_one_is_the_single_scale_test(config, tmp_path_factory):
     """Outside LRFormer, ratio 1.0 is the single-scale test (the issue's complaint)."""
+    branches = tta_branches(config, tmp_path_factory)
+    single = single_scale_shapes(config, tmp_path_factory)
+    assert set(single) == set(SIZES)
+    for ori_shape, img_shape in single.items():
+        ratio_one = official_sizes(config, *ori_shape)[RATIOS.index(1.0)]
+        assert img_shape == ratio_one
+        assert (ratio_one, False) in [(s, f) for s, f, _ in branches[ori_shape]]
+
+
+_SINGLE = {}
+
+
+def single_scale_shapes(config, tmp_path_factory):
+    """{original (h, w): image (h, w)} of the config's single-scale test pipeline, run once
+    per distinct dataset and pipeline (variants of a family share them)."""
     cfg = load(config)
     dataset_cfg = cfg.test_dataloader.dataset
-    root = tmp_path_factory.mktemp('data')
-    write_dataset(root, dataset_cfg)
-    dataset = DATASETS.build(dict(dataset_cfg, data_root=str(root)))
-    branches = tta_branches(config, tmp_path_factory)
-    for i in range(len(dataset)):
-        sample = dataset[i]['data_samples']
-        ratio_one = official_sizes(config, *sample.ori_shape)[RATIOS.index(1.0)]
-        assert tuple(sample.img_shape) == ratio_one
-        assert (ratio_one, False) in [(s, f) for s, f, _ in branches[sample.ori_shape]]
+    key = json.dumps([dataset_cfg.type, dataset_cfg.data_prefix, dataset_cfg.pipeline],
+                     sort_keys=True, default=str)
+    if key not in _SINGLE:
+        root = tmp_path_factory.mktemp('data')
+        write_dataset(root, dataset_cfg)
+        dataset = DATASETS.build(dict(dataset_cfg, data_root=str(root)))
+        samples = [dataset[i]['data_samples'] for i in range(len(dataset))]
+        _SINGLE[key] = {tuple(s.ori_shape): tuple(s.img_shape) for s in samples}
+    return _SINGLE[key]
 
 
 def _strip_pretrained(node):

@@ -293,7 +293,7 @@ def test_resume_after_a_truncated_checkpoint_unseeded(tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.skipif(torch.cuda.is_available(), reason='two CPU (gloo) processes')
-def test_two_process_resume_equals_uninterrupted_run(tmp_path):
+def test_two_process_resume_equals_uninterrupted_run(tmp_path, free_port):
     """Every rank's random state is gathered into the checkpoint and given back."""
     data = tmp_path / 'toy'
     make_toy_dataset(str(data), num_train=4, num_val=2, size=32)
@@ -302,7 +302,7 @@ def test_two_process_resume_equals_uninterrupted_run(tmp_path):
     plain = _config(tmp_path, 'plain')
 
     def dist_train(work_dir, *extra):
-        env = {**_env(tmp_path), 'PORT': str(29600 + os.getpid() % 90)}
+        env = {**_env(tmp_path), 'PORT': str(free_port())}
         result = subprocess.run(
             ['bash', str(REPO_ROOT / 'tools' / 'dist_train.sh'), str(plain), '2',
              '--work-dir', str(work_dir), *extra, *options],

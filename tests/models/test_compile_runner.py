@@ -1,7 +1,7 @@
 """MMEngine's ``compile=True``: the Runner wraps ``model.train_step`` in ``torch.compile``
 (inductor) and the SegMAN-T toy config trains with it.
 
-The test compiles with ``backend='aot_eager'`` (see ``toy_cfg``). Two iterations only: with
+The test compiles with ``backend='aot_eager'`` (see ``toy_cfg``). One iteration only: with
 inductor each takes minutes, because MMEngine's compiled ``train_step`` also
 recompiles when a batch's metadata (``img_path``, ``flip``: dynamo guards on those objects) or
 the scheduled learning rate (a float in AdamW's ``param_groups``) changes, for any model.
@@ -93,14 +93,16 @@ def train_toy(data_root, work_dir, max_iters, compile_):
 def test_toy_config_trains_with_compile_true(tmp_path):
     torch._dynamo.reset()
     make_toy_dataset(str(tmp_path / 'toy'), num_train=4, num_val=2, size=64)
-    runner, before, times, losses = train_toy(tmp_path / 'toy', tmp_path / 'work', 2, True)
+    # One iteration: each further one recompiles (the scheduled lr and the batch metadata
+    # change; 136 s with aot_eager on a quiet core, 2026-12-07) without testing more.
+    runner, before, times, losses = train_toy(tmp_path / 'toy', tmp_path / 'work', 1, True)
     # the Runner compiled train_step (dynamo's wrapper keeps the original function)
     assert hasattr(runner.model.train_step, '_torchdynamo_orig_callable')
-    assert len(times) == 2 and len(losses) == 2
+    assert len(times) == 1 and len(losses) == 1
     assert all(math.isfinite(v) for v in losses)
     changed = sum(not torch.equal(v, runner.model.state_dict()[k])
                   for k, v in before.items() if v.is_floating_point())
     assert changed > 100  # the optimiser stepped every weight group
-    assert (tmp_path / 'work' / 'iter_2.pth').is_file()
+    assert (tmp_path / 'work' / 'iter_1.pth').is_file()
     print(f'compile=True iteration times (s): {[round(t, 2) for t in times]}')
     torch._dynamo.reset()

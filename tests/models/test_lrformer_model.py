@@ -274,9 +274,11 @@ def _forward_backward(model, size=512):
     assert not no_grad  # every parameter takes part (no find_unused_parameters needed)
 
 
-# One thread, 2-core machine under load: T 7-10 s (fast tier), S 21 s, B 33 s, L 37 s.
+# One thread, quiet 2-core machine (2026-12-07): T 3.7 s, S 6 s, B 10 s, L 14 s; all slow
+# (the fast tier runs LRFormer-T against the authors' golden outputs).
+@pytest.mark.slow
 @pytest.mark.timeout(1800)
-@pytest.mark.parametrize('arch', ['t', *(pytest.param(a, marks=pytest.mark.slow) for a in 'sbl')])
+@pytest.mark.parametrize('arch', ['t', 's', 'b', 'l'])
 def test_forward_backward_512(arch):
     _forward_backward(build_from_config(f'lrformer-{arch}_ade20k'))
 

@@ -179,6 +179,7 @@ def test_compiled_ops_equal_eager_fullgraph():
         assert torch.allclose(a, b, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow  # ~10 s: dynamo retraces around every graph break
 def test_without_custom_ops_compile_falls_back_to_the_autograd_functions(monkeypatch):
     """What torch < 2.4 does (simulated by switching the custom ops off): dynamo breaks the
     graph around the autograd Functions' host syncs but the results are eager's."""

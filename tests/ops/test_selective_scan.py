@@ -445,10 +445,12 @@ def test_scan_input_and_read_out_forms_agree(d_state, groups, constant_bc):
 
 
 # ---------------------------------------------------------------------------------------------
-# mamba-ssm's selective_scan_ref as external oracle
+# mamba-ssm's selective_scan_ref as external oracle (slow tier: importing mamba_ssm loads its
+# Mamba-3 kernels' modules, ~7 s; the fast tier keeps the float64 sequential reference)
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('length,d_state,groups', [(1, 1, None), (2, 2, 4), (63, 1, 2),
                                                    (64, 1, 4), (65, 4, 2), (4097, 1, 4)])
 def test_matches_mamba_reference(mamba_selective_scan_ref, length, d_state, groups):
@@ -478,6 +480,7 @@ def checked(kernel):
     return call
 
 
+@pytest.mark.slow
 def test_mamba_adapter_meets_kernel_contract(mamba_selective_scan_ref):
     """The CUDA path's adapter, run on CPU with mamba's reference in place of its kernel:
     float64/strided arguments are converted as the kernel requires, and outputs and

@@ -132,6 +132,7 @@ def test_cli_rejects_bad_shape():
 
 
 # ----------------------------------------------------------------------------- whole models
+@pytest.mark.slow  # ~10 s: the jit trace of SegMAN-T at 512x512
 def test_segman_t_matches_paper():
     analyzer, params = get_flops_tool.get_flops(
         Config.fromfile(REPO_ROOT / 'configs/segman/segman-t_ade20k.py'), (512, 512))
@@ -152,6 +153,7 @@ def test_lrformer_t_matches_readme():
     assert 16.5e9 <= flops < 17.5e9
 
 
+@pytest.mark.slow  # ~3 s: the jit trace of SegNeXt-T at 512x512
 def test_segnext_t_matches_paper():
     # The paper gives whole GFLOPs (7 G) from torchprofile on MMSeg 0.x's forward_dummy, which
     # includes the bilinear resize of the 150 logit maps to 512x512 (4 FLOPs per value, as in

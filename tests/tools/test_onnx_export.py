@@ -198,21 +198,32 @@ def test_dynamic_export_serves_three_sizes(family, tmp_path):
         assert res['rel'] <= REL_TOL, (family, (h, w), res)
 
 
-@needs_onnx
-@pytest.mark.slow
-def test_dynamic_export_of_lrformer_is_refused(tmp_path):
+def test_dynamic_export_of_lrformer_is_refused_before_tracing(tmp_path):
     """LRFormer's pooled grid sizes are Python ints rounded from the aspect ratio: a dynamic
     graph would keep the example's grids and index out of bounds at other sizes (measured:
-    ONNX Runtime's Gather failed at 64x96 for a graph traced at 96x128), so it is refused.
-    SegMAN-T's dynamic graph has the same kind of problem in its export scan, whose chunk
-    padding and levels are Python decisions on the length (ONNX Runtime's Reshape failed at
-    64x96), so it is refused too (test below)."""
+    ONNX Runtime's Gather failed at 64x96 for a graph traced at 96x128). SegMAN-T's dynamic
+    graph has the same kind of problem in its export scan, whose chunk padding and levels
+    are Python decisions on the length (ONNX Runtime's Reshape failed at 64x96). Both are
+    refused before tracing (test below)."""
     from mmseg_segman.deploy import build_segmentor, export_onnx
 
-    torch.manual_seed(0)
     model, _ = build_segmentor(config('lrformer'))
-    with pytest.raises(Exception, match='aspect ratio'):
+    with pytest.raises(ValueError, match="pooled grids follow the input's aspect ratio"):
         export_onnx(model, (64, 64), str(tmp_path / 'lrformer.onnx'), dynamic=True)
+    assert not (tmp_path / 'lrformer.onnx').exists()
+
+
+def test_lrformer_attention_refuses_a_symbolic_size_while_exporting():
+    """The same guard inside the model, for export paths other than ours (torch.export)."""
+    from mmseg_segman.models.layers.lrformer_blocks import LowResolutionSelfAttention
+
+    block = LowResolutionSelfAttention(embed_dims=8, num_heads=2).eval()
+    dims = {'x': {2: torch.export.Dim('h', min=16, max=256),
+                  3: torch.export.Dim('w', min=16, max=256)}}
+    with pytest.raises(Exception, match='symbolic \\(dynamic\\) height or width'):
+        torch.export.export(block, (torch.randn(1, 8, 32, 48), ), dynamic_shapes=dims)
+    # a static export of the same block goes through
+    torch.export.export(block, (torch.randn(1, 8, 32, 48), ))
 
 
 def test_dynamic_export_of_segman_is_refused_before_tracing(tmp_path):

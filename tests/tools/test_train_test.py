@@ -98,11 +98,11 @@ def test_train_checkpoint_resume_with_stock_entry_then_test(toy_root, tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.skipif(torch.cuda.is_available(), reason='exercises the no-CUDA path')
-def test_dist_train_two_cpu_processes(toy_root, tmp_path):
+def test_dist_train_two_cpu_processes(toy_root, tmp_path, free_port):
     work_dir = tmp_path / 'work'
     log = run(['bash', REPO_ROOT / 'tools' / 'dist_train.sh', TOY_CONFIG, 2,
                '--work-dir', work_dir, *cfg_options(toy_root, 2, 2)], tmp_path,
-              PORT=str(29700 + os.getpid() % 200), OMP_NUM_THREADS='1')
+              PORT=str(free_port()), OMP_NUM_THREADS='1')
     assert 'Distributed training: True' in log and 'GPU number: 2' in log
     assert "using the 'gloo' distributed backend" in log
     # The 2 validation images are split between the processes: one each.
@@ -121,7 +121,7 @@ def test_dist_train_two_cpu_processes(toy_root, tmp_path):
                  tmp_path)
     double = run(['bash', REPO_ROOT / 'tools' / 'dist_test.sh', TOY_CONFIG,
                   work_dir / 'iter_2.pth', 2, '--work-dir', tmp_path / 't2', *options],
-                 tmp_path, PORT=str(29700 + os.getpid() % 200), OMP_NUM_THREADS='1')
+                 tmp_path, PORT=str(free_port()), OMP_NUM_THREADS='1')
     assert 'GPU number: 2' in double
     assert MIOU.findall(single)[-1] == MIOU.findall(double)[-1]
 
@@ -129,12 +129,12 @@ def test_dist_train_two_cpu_processes(toy_root, tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.skipif(torch.cuda.is_available(), reason='exercises the no-CUDA path')
-def test_two_nodes_equal_one_node_with_two_processes(toy_root, tmp_path):
+def test_two_nodes_equal_one_node_with_two_processes(toy_root, tmp_path, free_port):
     """tools/dist_train.sh as 2 "nodes" x 1 process over loopback (NNODES, NODE_RANK,
     MASTER_ADDR, PORT) trains to exactly the weights of 1 node x 2 processes: the same
     world size, ranks and data shards."""
     options = cfg_options(toy_root, 4, 4)
-    port = 29400 + os.getpid() % 200
+    port = free_port()
     env = {**os.environ, **FORCE_WEIGHTS_ONLY, 'OMP_NUM_THREADS': '1',
            'PYTHON': sys.executable, 'MASTER_ADDR': '127.0.0.1', 'PORT': str(port)}
     nodes = [subprocess.Popen(
@@ -146,7 +146,7 @@ def test_two_nodes_equal_one_node_with_two_processes(toy_root, tmp_path):
     assert [node.returncode for node in nodes] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
     assert 'GPU number: 2' in logs[0]
     run(['bash', REPO_ROOT / 'tools' / 'dist_train.sh', TOY_CONFIG, 2, '--work-dir',
-         tmp_path / 'one', *options], tmp_path, PORT=str(port + 1), OMP_NUM_THREADS='1')
+         tmp_path / 'one', *options], tmp_path, PORT=str(free_port()), OMP_NUM_THREADS='1')
     two = load_checkpoint_file(str(tmp_path / 'nodes' / 'iter_4.pth'))
     one = load_checkpoint_file(str(tmp_path / 'one' / 'iter_4.pth'))
     assert two['meta']['iter'] == one['meta']['iter'] == 4
