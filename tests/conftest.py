@@ -104,6 +104,11 @@ def pytest_collection_modifyitems(config, items):
         if any(_spawns(f, inspect.getmodule(f) or item.module) for f in candidates):
             item.add_marker(pytest.mark.slow)
             item.add_marker(pytest.mark.spawns)
+    if hasattr(config, 'workerinput'):
+        # A pytest-xdist worker (tools/run_tests.sh -n 2): the slow tests first, so that no
+        # minute-long test starts last while the other worker idles (a stable sort: every
+        # worker derives the same order, as xdist requires).
+        items.sort(key=lambda item: item.get_closest_marker('slow') is None)
 
 
 def _starts_an_interpreter(args) -> bool:

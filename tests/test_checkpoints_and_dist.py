@@ -418,7 +418,7 @@ def test_workers_exit_when_the_launcher_is_killed(tmp_path, free_port):
 @pytest.mark.timeout(400)
 @pytest.mark.skipif(torch.cuda.is_available(), reason='the CPU (gloo) timeout')
 def test_stopped_worker_fails_the_run_within_the_timeout(tmp_path, free_port):
-    timeout_s = 15
+    timeout_s = 10
     run = _DistRun(tmp_path, free_port(), f'env_cfg.dist_cfg.timeout={timeout_s}')
     try:
         run.wait_training()

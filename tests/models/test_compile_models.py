@@ -77,25 +77,22 @@ def _fresh_dynamo():
     torch._dynamo.reset()
 
 
-@pytest.mark.parametrize('mode', ['eval', 'train'])
 @pytest.mark.parametrize('family', FAMILIES)
-def test_no_graph_breaks(family, mode):
-    """backbone -> decode_head traces as one graph in eval (no grad) and in train mode with a
-    loss, at 64x64 (SegMAN's stage-4 map is smaller than its kernel: the padded, key-masked
-    neighbourhood attention) and 256x224 (every map at least the kernel; a non-square input)."""
-    model = _build(family)
-    model.train(mode == 'train')
+def test_no_graph_breaks_in_training(family):
+    """backbone -> decode_head -> loss traces as one graph in train mode, at 64x64 (SegMAN's
+    stage-4 map is smaller than its kernel: the padded, key-masked neighbourhood attention)
+    and 256x224 (every map at least the kernel; a non-square input). Eval mode runs the same
+    operators without dropout: test_compiled_eval_equals_eager compiles it with
+    fullgraph=True (which fails on any break) at 96x128 (padded), and SegMAN's dynamic-size
+    test below counts one graph at 256x256 and up."""
+    model = _build(family).train()
     batch = 2  # BN in train mode needs more than one value per channel after the image pool
     for h, w in ((64, 64), (256, 224)):
         x = torch.randn(batch, 3, h, w)
-        if mode == 'eval':
-            with torch.no_grad():
-                report = torch._dynamo.explain(_logits)(model, x)
-        else:
-            labels = torch.randint(0, 150, (batch, h, w))
-            report = torch._dynamo.explain(_loss)(model, x, labels)
+        labels = torch.randint(0, 150, (batch, h, w))
+        report = torch._dynamo.explain(_loss)(model, x, labels)
         reasons = [str(b.reason).split('\n')[0] for b in report.break_reasons]
-        assert report.graph_break_count == 0, (family, mode, (h, w), reasons[:5])
+        assert report.graph_break_count == 0, (family, (h, w), reasons[:5])
         assert report.graph_count == 1
         assert report.op_count > 100  # the whole model was traced, not an empty frame
 
