@@ -182,13 +182,25 @@ def load_golden(golden_dir):
 @pytest.fixture
 def free_port():
     """``free_port()``: a TCP port nothing listens on now, for a launcher's rendezvous
-    (``PORT`` of tools/dist_*.sh). Asked from the kernel, so tests running side by side
+    (``PORT`` of tools/dist_*.sh). Drawn at random below the kernel's ephemeral range
+    (``ip_local_port_range``, from 32768): a client retrying a connection to an ephemeral
+    port that nobody listens on yet can be handed that same port as its own and connect to
+    itself. Random and checked by binding it, so tests running side by side
     (pytest-xdist workers) do not collide as ports derived from a pid can."""
+    import random
     import socket
 
+    rng = random.Random()  # seeded from os.urandom: independent across workers
+
     def pick() -> int:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(('127.0.0.1', 0))
-            return sock.getsockname()[1]
+        for _ in range(100):
+            port = rng.randrange(20000, 32000)
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind(('', port))
+                except OSError:
+                    continue
+                return port
+        raise RuntimeError('no free TCP port found in 20000-31999')
 
     return pick

@@ -12,7 +12,9 @@ take exactly MMSeg's arguments. Before handing over, explicitly and in this orde
 3. with ``--launcher pytorch`` on a machine without CUDA, the gloo process group (mmengine
    would call ``torch.cuda.set_device``) and the exit-with-launcher signal;
 4. MMSeg's script, with checkpoints read weights-only for the whole run; an error of the
-   plugin (file, cause, fix) is printed as one ``error:`` line.
+   plugin (file, cause, fix) is printed as one ``error:`` line;
+5. after a run that finished, the gloo group of step 3 is destroyed before the interpreter
+   exits.
 """
 import argparse
 import importlib.util
@@ -122,15 +124,18 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def _start_distributed(cfg, args) -> None:
-    """Step 3 of the module docstring (no-op with CUDA or without ``--launcher pytorch``)."""
+def _start_distributed(cfg, args) -> bool:
+    """Step 3 of the module docstring (no-op with CUDA or without ``--launcher pytorch``).
+    True if the gloo group was created here (the caller destroys it at the end)."""
     if args.launcher != 'pytorch' or cfg is None:
-        return
+        return False
     from mmseg_segman.engine.dist import exit_with_launcher, init_cpu_process_group
 
     dist_cfg = cfg.get('env_cfg', {}).get('dist_cfg', {}) or {}
     if init_cpu_process_group(dist_cfg.get('backend'), dist_cfg.get('timeout')):
         exit_with_launcher()
+        return True
+    return False
 
 
 def plain_message(err: BaseException) -> str:
@@ -161,7 +166,7 @@ def run_mmseg_tool(name: str, argv: Optional[List[str]] = None) -> None:
     if not osp.isfile(script):
         sys.exit(f'error: MMSeg tool {name!r} not found at {script}: mmsegmentation must be '
                  f'installed with its packaged tools (see docs/get_started.md)')
-    _start_distributed(cfg, args)
+    group_started = _start_distributed(cfg, args)
     sys.argv = [script, *argv]
     try:
         with weights_only_checkpoints():
@@ -169,4 +174,8 @@ def run_mmseg_tool(name: str, argv: Optional[List[str]] = None) -> None:
     except PluginError as err:
         # The plugin's errors name the file or key, the cause and the fix: one line.
         sys.exit(f'error: {plain_message(err)}')
+    if group_started:
+        from mmseg_segman.engine.dist import destroy_cpu_process_group
+
+        destroy_cpu_process_group()
 
