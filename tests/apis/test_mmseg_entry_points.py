@@ -222,11 +222,43 @@ SCRIPTS = sorted(str(p.relative_to(MMSEG_TOOLS)) for folder in
                  for p in (MMSEG_TOOLS / folder).glob('*.py'))
 
 
+# Runs each script as ``__main__`` with ``--help`` in one fresh interpreter (one import of
+# torch and MMSeg for all 27, instead of one each: about a minute less), recording its exit
+# status and output; a traceback of the script goes to its own stderr.
+_HELP_ALL = r'''
+import contextlib, io, json, runpy, sys, traceback
+results = {}
+for script in sys.argv[1:]:
+    out, err = io.StringIO(), io.StringIO()
+    sys.argv = [script, '--help']
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            runpy.run_path(script, run_name='__main__')
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+    results[script] = dict(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+print(json.dumps(results))
+'''
+
+
+@pytest.fixture(scope='module')
+def help_of_every_script(tmp_path_factory):
+    result = python(['-c', _HELP_ALL, *(MMSEG_TOOLS / s for s in SCRIPTS)],
+                    tmp_path_factory.mktemp('help'), timeout=600)
+    return {str(Path(k).relative_to(MMSEG_TOOLS)): v
+            for k, v in json.loads(ok(result).splitlines()[-1]).items()}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('script', SCRIPTS)
-def test_every_mmseg_script_starts(tmp_path, script):
-    result = python([MMSEG_TOOLS / script, '--help'], tmp_path, timeout=240)
-    missing = re.search(r"ModuleNotFoundError: No module named '([\w.]+)'", result.stderr)
-    if result.returncode != 0 and missing and missing.group(1) in OPTIONAL_PACKAGES:
+def test_every_mmseg_script_starts(help_of_every_script, script):
+    result = help_of_every_script[script]
+    missing = re.search(r"ModuleNotFoundError: No module named '([\w.]+)'", result['stderr'])
+    if result['returncode'] != 0 and missing and missing.group(1) in OPTIONAL_PACKAGES:
         pytest.skip(f'needs {missing.group(1)}: {OPTIONAL_PACKAGES[missing.group(1)]}')
-    assert ok(result).startswith('usage:')
+    assert result['returncode'] == 0, result['stdout'][-2000:] + result['stderr'][-4000:]
+    assert result['stdout'].startswith('usage:')
