@@ -58,10 +58,14 @@ def init_cpu_process_group(backend: Optional[str] = None,
 
 
 def destroy_cpu_process_group() -> bool:
-    """Destroy the default process group before the interpreter exits, as torch asks of
-    every program that created one: gloo's background threads then stop in order instead of
-    during interpreter teardown (where a worker of a finished run was seen to abort with
-    ``terminate called without an active exception``, failing the launcher's exit barrier).
+    """Wait for every rank, then destroy the default process group before the interpreter
+    exits, as torch asks of every program that created one (ranks reach the end of a run at
+    different times: rank 0 still writes the last checkpoint).
+
+    Known problem this does not cure (torch 2.13 CPU, gloo): with the CPU oversubscribed
+    (another process busy on the 2 cores), a worker of a finished run sometimes aborts at
+    exit with ``terminate called without an active exception``; its checkpoints are
+    complete, but torchrun reports the run failed (docs/get_started.md, Tests).
 
     Returns:
         bool: True if a group was destroyed.
@@ -70,7 +74,10 @@ def destroy_cpu_process_group() -> bool:
 
     if not (dist.is_available() and dist.is_initialized()):
         return False
-    dist.destroy_process_group()
+    try:
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
     return True
 
 

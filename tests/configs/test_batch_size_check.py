@@ -1,4 +1,5 @@
 """BatchSizeCheckHook: a warning at training start when the total batch is not the recipe's."""
+import itertools
 import logging
 from types import SimpleNamespace
 
@@ -23,9 +24,15 @@ class Records(logging.Handler):
         self.messages.append(record.getMessage())
 
 
+_LOGGER_IDS = itertools.count()
+
+
 @pytest.fixture
 def warnings_of_current_logger():
-    logger = MMLogger.get_instance('batch_size_check_test')
+    """Messages the plugin logs to MMEngine's current logger during the test."""
+    # A new name each time: MMLogger's "current" instance is the most recently created one,
+    # so a name made by an earlier test would not be current after a Runner made its own.
+    logger = MMLogger.get_instance(f'batch_size_check_test_{next(_LOGGER_IDS)}')
     handler = Records()
     logger.addHandler(handler)
     yield handler.messages

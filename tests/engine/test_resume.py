@@ -293,6 +293,7 @@ def test_resume_after_a_truncated_checkpoint_unseeded(tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.skipif(torch.cuda.is_available(), reason='two CPU (gloo) processes')
+@pytest.mark.torchrun_alone
 def test_two_process_resume_equals_uninterrupted_run(tmp_path, free_port):
     """Every rank's random state is gathered into the checkpoint and given back."""
     data = tmp_path / 'toy'

@@ -98,6 +98,7 @@ def test_train_checkpoint_resume_with_stock_entry_then_test(toy_root, tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.skipif(torch.cuda.is_available(), reason='exercises the no-CUDA path')
+@pytest.mark.torchrun_alone
 def test_dist_train_two_cpu_processes(toy_root, tmp_path, free_port):
     work_dir = tmp_path / 'work'
     log = run(['bash', REPO_ROOT / 'tools' / 'dist_train.sh', TOY_CONFIG, 2,
@@ -129,6 +130,7 @@ def test_dist_train_two_cpu_processes(toy_root, tmp_path, free_port):
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.skipif(torch.cuda.is_available(), reason='exercises the no-CUDA path')
+@pytest.mark.torchrun_alone
 def test_two_nodes_equal_one_node_with_two_processes(toy_root, tmp_path, free_port):
     """tools/dist_train.sh as 2 "nodes" x 1 process over loopback (NNODES, NODE_RANK,
     MASTER_ADDR, PORT) trains to exactly the weights of 1 node x 2 processes: the same
