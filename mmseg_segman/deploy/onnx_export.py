@@ -158,6 +158,15 @@ def _check_shape(shape):
         raise ValueError(f'shape must be two positive ints (H, W), got {shape!r}')
 
 
+# Backbones whose exported graph holds Python decisions on the input size, so a dynamic H/W
+# graph would be wrong at other sizes: refused before tracing (LRFormer's attention block
+# also raises while tracing a symbolic size, for export paths other than this one).
+_FIXED_SIZE_BACKBONES = {
+    'SegMANEncoder': ('SegMAN', 'its scan chunking follows that length'),
+    'LRFormer': ('LRFormer', "its pooled grids follow the input's aspect ratio"),
+}
+
+
 def export_onnx(segmentor, shape, output, opset=DEFAULT_OPSET, optimize=True, dynamic=False,
                 strip_metadata=True):
     """Export ``segmentor`` for inputs of size ``shape`` = (H, W) to the file ``output``.
@@ -184,15 +193,11 @@ def export_onnx(segmentor, shape, output, opset=DEFAULT_OPSET, optimize=True, dy
     if not osp.isdir(out_dir):
         raise FileNotFoundError(f'output directory does not exist: {out_dir}')
     backbone = type(getattr(segmentor, 'backbone', None)).__name__
-    if dynamic and backbone == 'SegMANEncoder':
-        raise ValueError('dynamic=True: a SegMAN graph is right only at the size it was '
-                         'exported at (its scan chunking follows that length); export one '
-                         'file per input size instead (docs/deployment.md)')
-    if dynamic and backbone == 'LRFormer':
-        # The attention block raises the same while tracing; refusing here saves the trace.
-        raise ValueError('dynamic=True: an LRFormer graph is right only at the size it was '
-                         'exported at (its pooled grids follow the input\'s aspect ratio); '
-                         'export one file per input size instead (docs/deployment.md)')
+    if dynamic and backbone in _FIXED_SIZE_BACKBONES:
+        family, reason = _FIXED_SIZE_BACKBONES[backbone]
+        raise ValueError(f'dynamic=True: {family} graphs are right only at the size they were '
+                         f'exported at ({reason}); export one file per input size instead '
+                         '(docs/deployment.md)')
     if dynamic:
         wrapper = DynamicSegmentorLogits(segmentor).eval()
         auto = torch.export.Dim.AUTO

@@ -1,5 +1,5 @@
 """MMEngine's ``compile=True``: the Runner wraps ``model.train_step`` in ``torch.compile``
-(inductor) and the SegMAN-T toy config trains with it.
+and the SegMAN-T toy config trains with it.
 
 The test compiles with ``backend='aot_eager'`` (see ``toy_cfg``). One iteration only: with
 inductor each takes minutes, because MMEngine's compiled ``train_step`` also
@@ -14,7 +14,7 @@ config whose parameter groups become ``ConfigDict``s, and dynamo fails inside
 configs' ``PlainParamGroupsHook`` (``default_runtime.py``) turns the groups into plain dicts
 before training when ``compile`` is set; this test relies on it.
 
-Slow: inductor compiles the training step's graphs with a C++ compiler (minutes on 2 cores).
+Slow: tracing the whole training step takes about two minutes on one core.
 Run in process through ``Runner.from_cfg``, as ``tools/train.py --cfg-options compile=True``
 does after parsing its arguments.
 """

@@ -230,7 +230,7 @@ def test_dynamic_export_of_segman_is_refused_before_tracing(tmp_path):
     from mmseg_segman.deploy import build_segmentor, export_onnx
 
     model, _ = build_segmentor(config('segman'))
-    with pytest.raises(ValueError, match='SegMAN graph is right only at the size'):
+    with pytest.raises(ValueError, match='SegMAN graphs are right only at the size'):
         export_onnx(model, (64, 64), str(tmp_path / 'segman.onnx'), dynamic=True)
     assert not (tmp_path / 'segman.onnx').exists()
 
@@ -243,5 +243,5 @@ def test_cli_dynamic_segman_is_one_error_line(tmp_path, capsys):
     status = tool.main([config('segman'), '--shape', '64', '64', '--dynamic', '--output',
                         str(tmp_path / 'x.onnx')])
     err = capsys.readouterr().err
-    assert status == 2 and err.startswith('error: dynamic=True: a SegMAN graph')
+    assert status == 2 and err.startswith('error: dynamic=True: SegMAN graphs are right only')
     assert not (tmp_path / 'x.onnx').exists()
