@@ -425,13 +425,18 @@ def test_stopped_worker_fails_the_run_within_the_timeout(tmp_path, free_port):
         rank1 = [pid for pid, env in run.workers().items() if env['RANK'] == '1']
         assert len(rank1) == 1
         os.kill(rank1[0], signal.SIGSTOP)
-        # Rank 0 times out after timeout_s; torchrun then stops the group (it waits up to
-        # 30 s for the stopped process before SIGKILL). Without the timeout: 30 minutes.
-        ended = _wait_until(lambda: run.proc.poll() is not None, timeout=timeout_s + 90)
+        # Rank 0 times out after timeout_s (without the timeout: 30 minutes) and fails.
+        timed_out = f'Timed out waiting {timeout_s * 1000}ms'
+        failed = _wait_until(lambda: timed_out in run.log.read_text(errors='replace'),
+                             timeout=timeout_s + 60)
+        assert failed is not None, 'rank 0 did not time out:\n' + run.log.read_text()[-3000:]
+        # torchrun then stops the group with SIGTERM, which a stopped process only takes once
+        # continued (else torchrun waits 30 s and SIGKILLs it): continue it, as a process
+        # that was only slow would be.
+        os.kill(rank1[0], signal.SIGCONT)
+        ended = _wait_until(lambda: run.proc.poll() is not None, timeout=60)
         assert ended is not None, 'the run did not end'
         assert run.proc.returncode != 0
-        log = run.log.read_text(errors='replace')
-        assert f'Timed out waiting {timeout_s * 1000}ms' in log
         assert _wait_until(lambda: not run.workers(), timeout=30) is not None
     finally:
         run.close()
