@@ -14,7 +14,7 @@ config whose parameter groups become ``ConfigDict``s, and dynamo fails inside
 configs' ``PlainParamGroupsHook`` (``default_runtime.py``) turns the groups into plain dicts
 before training when ``compile`` is set; this test relies on it.
 
-Slow: tracing the whole training step took 95 s on one core (2026-12-07).
+Slow: tracing the whole training step took 95-103 s on one core (2026-12-07).
 Run in process through ``Runner.from_cfg``, as ``tools/train.py --cfg-options compile=True``
 does after parsing its arguments.
 """
@@ -60,7 +60,7 @@ def toy_cfg(data_root, work_dir, max_iters, compile_):
         # train_step (data preprocessor, model, loss, the optimizer step, where the
         # ConfigDict groups crash without the hook: checked 2026-12-07) as with
         # compile=True, without inductor's C++ build (tens of minutes on 2 busy cores) or
-        # AOT autograd (about 70 s of this test with aot_eager). AOT autograd through the
+        # AOT autograd (aot_eager: 139 s against 113 s, 2026-12-07). AOT autograd through the
         # custom ops is tested by test_compile_models.py::
         # test_compiled_training_gradients_equal_eager; inductor's compile time and speed
         # by benchmarks/bench_models.py --compile (docs/benchmarks.md).
