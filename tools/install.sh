@@ -137,13 +137,14 @@ if [[ $WITH_TESTS == 1 ]]; then
         # natten is source-only; its build needs the installed torch, hence no isolation.
         echo "[install] natten (optional oracle; builds in under a minute)"
         pip_install --no-build-isolation "$(grep -E '^natten==' requirements/optional.txt)"
-        # Without these flags the packages try to compile or download CUDA kernels.
-        echo "[install] mamba-ssm + causal-conv1d (optional oracle; a few minutes)"
+        # The oracle is mamba_ssm.ops.selective_scan_interface alone (tests/ops/conftest.py):
+        # without its dependencies (--no-deps), whose transformers mmengine's optimizer
+        # builder would import in every interpreter; einops and triton are what that module
+        # imports. Without the two flags the build tries to compile or download CUDA kernels.
+        echo "[install] mamba-ssm (optional oracle, its reference scan only)"
         MAMBA_SKIP_CUDA_BUILD=TRUE MAMBA_FORCE_BUILD=TRUE \
-        CAUSAL_CONV1D_SKIP_CUDA_BUILD=TRUE CAUSAL_CONV1D_FORCE_BUILD=TRUE \
-            pip_install --no-build-isolation \
-            "$(grep -E '^causal-conv1d==' requirements/optional.txt)" \
-            "$(grep -E '^mamba-ssm==' requirements/optional.txt)"
+            pip_install --no-build-isolation --no-deps \
+            "$(grep -E '^mamba-ssm==' requirements/optional.txt)" einops triton
     fi
 fi
 echo "$HASH" > "$STAMP"

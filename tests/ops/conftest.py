@@ -18,19 +18,30 @@ def _missing(reason):
 def mamba_selective_scan_ref():
     """mamba-ssm's ``selective_scan_ref`` (pure PyTorch), usable on CPU.
 
-    ``mamba_ssm.ops.selective_scan_interface`` imports the compiled ``selective_scan_cuda``
-    unconditionally. Where that extension is absent, a placeholder module is put in
-    ``sys.modules`` just for the import (the reference never calls it) and removed again.
+    Only ``mamba_ssm.ops.selective_scan_interface`` is imported, not the package's
+    ``__init__``: that one imports mamba-ssm's language model, hence ``transformers``, which
+    tools/install.sh leaves out (installing mamba-ssm with ``--no-deps``), because mmengine's
+    optimizer builder imports ``transformers`` whenever it is installed (about 1 s in every
+    fresh interpreter). The interface module also imports the compiled
+    ``selective_scan_cuda`` unconditionally; where it is absent a placeholder stands in for
+    the import (the reference never calls it). Every module put in ``sys.modules`` here is
+    removed again, so a later ``import mamba_ssm`` gets the real package.
     """
-    if importlib.util.find_spec('mamba_ssm') is None:
+    spec = importlib.util.find_spec('mamba_ssm')
+    if spec is None:
         _missing('mamba-ssm is not installed: no external selective-scan oracle')
-    placeholder = None
+    before = set(sys.modules)
+    if 'mamba_ssm' not in sys.modules:
+        package = types.ModuleType('mamba_ssm')
+        package.__path__ = list(spec.submodule_search_locations)
+        package.__spec__ = spec
+        sys.modules['mamba_ssm'] = package
     if importlib.util.find_spec('selective_scan_cuda') is None:
-        placeholder = types.ModuleType('selective_scan_cuda')
-        sys.modules['selective_scan_cuda'] = placeholder
+        sys.modules['selective_scan_cuda'] = types.ModuleType('selective_scan_cuda')
     try:
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_ref
+        interface = importlib.import_module('mamba_ssm.ops.selective_scan_interface')
     finally:
-        if placeholder is not None and sys.modules.get('selective_scan_cuda') is placeholder:
-            del sys.modules['selective_scan_cuda']
-    return selective_scan_ref
+        for name in set(sys.modules) - before:
+            if name == 'selective_scan_cuda' or name.split('.')[0] == 'mamba_ssm':
+                del sys.modules[name]
+    return interface.selective_scan_ref

@@ -445,8 +445,8 @@ def test_scan_input_and_read_out_forms_agree(d_state, groups, constant_bc):
 
 
 # ---------------------------------------------------------------------------------------------
-# mamba-ssm's selective_scan_ref as external oracle (slow tier: importing mamba_ssm loads its
-# Mamba-3 kernels' modules, ~7 s; the fast tier keeps the float64 sequential reference)
+# mamba-ssm's selective_scan_ref as external oracle (slow tier: its module imports triton,
+# a few seconds; the fast tier keeps the float64 sequential reference)
 # ---------------------------------------------------------------------------------------------
 
 
