@@ -84,13 +84,13 @@ def test_collection_is_complete(family):
 
 
 @pytest.mark.parametrize('entry', ENTRIES, ids=entry_id)
-def test_entry_matches_its_config(entry):
+def test_entry_matches_its_config(entry, config_of, meta_model_of):
     path = REPO / entry['Config']
     assert path.is_file()
     assert entry['Name'] == path.stem
     dataset = path.stem.split('_', 1)[1]
     meta = entry['Metadata']
-    cfg = Config.fromfile(str(path))
+    cfg = config_of(path)
     gpus, per_gpu, total, kiters = map(
         int, FIRST_LINE.fullmatch(path.read_text().splitlines()[0]).groups())
     assert meta['Training Data'] == DATASET_NAMES[dataset]
@@ -112,8 +112,7 @@ def test_entry_matches_its_config(entry):
         assert entry['Name'].startswith('segnext-') and dataset == 'coco-stuff164k'
         assert 'Weights' not in entry and 'Results Source' not in meta
     # the config builds, and the listed parameter count is the built model's
-    with torch.device('meta'):
-        model = R.MODELS.build(strip_pretrained(cfg.model.to_dict()))
+    model = meta_model_of(path)
     count = sum(p.numel() for p in model.parameters())
     assert meta['Parameters (M)'] == pytest.approx(count / 1e6, abs=5e-4)
 

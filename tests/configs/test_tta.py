@@ -240,15 +240,14 @@ def _strip_pretrained(node):
 
 
 @pytest.mark.parametrize('config', CONFIGS, ids=config_id)
-def test_tta_model_wraps_the_config_model(config):
-    """``--tta``'s model swap works on every config: SegTTAModel around the segmentor."""
+def test_tta_model_wraps_the_config_model(config, meta_model_of):
+    """``--tta``'s model swap works on every config: SegTTAModel around the segmentor (the
+    segmentor built once per session, tests/configs/conftest.py)."""
     from mmseg.models import SegTTAModel
     from mmseg.registry import MODELS
 
     cfg = load(config)
-    tta_model = dict(cfg.tta_model, module=_strip_pretrained(cfg.model.to_dict()))
-    with torch.device('meta'):
-        model = MODELS.build(tta_model)
+    model = MODELS.build(dict(cfg.tta_model, module=meta_model_of(config)))
     assert isinstance(model, SegTTAModel)
     assert type(model.module).__name__ == cfg.model.type
 
