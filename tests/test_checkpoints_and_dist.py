@@ -19,6 +19,7 @@ from mmengine.logging import HistoryBuffer, MessageHub
 
 from mmseg_segman.engine.dist import (
     CPU_DIST_TIMEOUT_S,
+    destroy_cpu_process_group,
     exit_with_launcher,
     init_cpu_process_group,
 )
@@ -155,6 +156,40 @@ def test_cpu_ddp_wrapper_drops_device_ids_and_sync_bn(tmp_path):
         gc.collect()
     finally:
         dist.destroy_process_group()
+
+
+def _gloo_threads():
+    """Names of this process's threads that gloo's process group runs."""
+    names = []
+    for comm in Path('/proc/self/task').glob('*/comm'):
+        try:
+            name = comm.read_text().strip()
+        except OSError:  # the thread ended meanwhile
+            continue
+        if 'gloo' in name:
+            names.append(name)
+    return sorted(names)
+
+
+@pytest.mark.skipif(torch.cuda.is_available() or not Path('/proc/self/task').is_dir(),
+                    reason='the CPU (gloo) set-up; thread names from Linux /proc')
+def test_destroying_the_group_stops_gloo_threads_a_finished_runner_still_holds(
+        tmp_path):
+    """At the end of tools/train.py the finished Runner is in a reference cycle whose DDP
+    reducer owns the gloo group: destroy_cpu_process_group frees it, with its threads,
+    before the interpreter's own teardown."""
+    before = _gloo_threads()
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path}/store', rank=0,
+                            world_size=1)
+    runner = {}
+    runner['self'] = runner  # a cycle, as the Runner's own
+    runner['model'] = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(3, 2))
+    runner['model'](torch.randn(4, 3)).sum().backward()
+    del runner
+    assert len(_gloo_threads()) > len(before)  # the group's threads run
+    assert destroy_cpu_process_group() is True
+    assert not dist.is_initialized()
+    assert _gloo_threads() == before
 
 
 # --------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ of torch's 30), and :func:`exit_with_launcher` so a worker ends with its ``torch
 Neither runs on import; both do nothing when CUDA is available or outside torchrun.
 """
 import datetime
+import gc
 import os
 import sys
 import warnings
@@ -62,10 +63,15 @@ def destroy_cpu_process_group() -> bool:
     exits, as torch asks of every program that created one (ranks reach the end of a run at
     different times: rank 0 still writes the last checkpoint).
 
-    Known problem this does not cure (torch 2.13 CPU, gloo): with the CPU oversubscribed
-    (another process busy on the 2 cores), a worker of a finished run sometimes aborts at
-    exit with ``terminate called without an active exception``; its checkpoints are
-    complete, but torchrun reports the run failed (docs/get_started.md, Tests).
+    ``destroy_process_group`` only drops torch's own references to the group. After a run,
+    the finished Runner sits in a reference cycle, and its DDP wrapper's C++ reducer still
+    owns the ``ProcessGroupGloo`` and its threads (``gloo_tcp_loop``, ``pt_gloo_runloop``);
+    left to the interpreter, they would be torn down inside its finalization (seen in gdb).
+    A garbage collection here frees them while the interpreter is whole.
+
+    Known problem not shown to be cured by this (torch 2.13 CPU, gloo): with the CPU
+    oversubscribed, a worker of a finished run has aborted at exit with ``terminate called
+    without an active exception`` (docs/get_started.md, Tests).
 
     Returns:
         bool: True if a group was destroyed.
@@ -78,6 +84,7 @@ def destroy_cpu_process_group() -> bool:
         dist.barrier()
     finally:
         dist.destroy_process_group()
+        gc.collect()
     return True
 
 
