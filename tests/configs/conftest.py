@@ -12,18 +12,9 @@ from typing import Callable
 
 import pytest
 import torch
+from config_helpers import strip_pretrained
 from mmengine import Config
 from torch import nn
-
-
-def strip_pretrained(node):
-    """``node`` without ``init_cfg`` / ``pretrained`` keys (no weight files are read)."""
-    if isinstance(node, dict):
-        return {k: strip_pretrained(v) for k, v in node.items()
-                if k not in ('init_cfg', 'pretrained')}
-    if isinstance(node, list):
-        return [strip_pretrained(v) for v in node]
-    return node
 
 
 @pytest.fixture(scope='session')

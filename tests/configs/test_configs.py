@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from config_helpers import strip_pretrained
 from mmengine import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
@@ -112,17 +113,6 @@ def test_runnable_config_is_complete(path, config_of):
     assert cfg.param_scheduler[-1]['end'] == cfg.train_cfg.max_iters
 
 
-def _strip_pretrained(model_cfg):
-    """Drop init_cfg=Pretrained entries: a test must not download weights."""
-    if isinstance(model_cfg, dict):
-        return {k: _strip_pretrained(v) for k, v in model_cfg.items()
-                if not (k == 'init_cfg' and isinstance(v, dict)
-                        and v.get('type') == 'Pretrained')}
-    if isinstance(model_cfg, list):
-        return [_strip_pretrained(v) for v in model_cfg]
-    return model_cfg
-
-
 SMALL = [p for p in RUNNABLE if p.parent.name == 'toy' or '-t_' in p.name]
 
 
@@ -131,7 +121,7 @@ def test_small_models_build_from_their_config(path, config_of):
     from mmengine.model import revert_sync_batchnorm
 
     cfg = config_of(path)
-    model = revert_sync_batchnorm(R.MODELS.build(_strip_pretrained(cfg.model)))
+    model = revert_sync_batchnorm(R.MODELS.build(strip_pretrained(cfg.model)))
     assert sum(p.numel() for p in model.parameters()) > 0
     if path.parent.name == 'toy':
         model.eval()

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from config_helpers import strip_pretrained
 from mmengine.config import Config
 from mmengine.infer import BaseInferencer
 from mmengine.registry import init_default_scope
@@ -42,15 +43,6 @@ ENTRIES = [m for f in FAMILIES for m in METAFILES[f]['Models']]
 
 def entry_id(entry):
     return entry['Name']
-
-
-def strip_pretrained(cfg):
-    if isinstance(cfg, dict):
-        return {k: strip_pretrained(v) for k, v in cfg.items()
-                if k not in ('init_cfg', 'pretrained')}
-    if isinstance(cfg, list):
-        return [strip_pretrained(v) for v in cfg]
-    return cfg
 
 
 @pytest.fixture(autouse=True, scope='module')

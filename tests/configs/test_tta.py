@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from config_helpers import strip_pretrained
 from mmengine import Config
 from mmengine.registry import init_default_scope
 from mmseg.registry import DATASETS
@@ -230,15 +231,6 @@ def single_scale_shapes(config, tmp_path_factory):
     return _SINGLE[key]
 
 
-def _strip_pretrained(node):
-    if isinstance(node, dict):
-        return {k: _strip_pretrained(v) for k, v in node.items()
-                if k not in ('init_cfg', 'pretrained')}
-    if isinstance(node, list):
-        return [_strip_pretrained(v) for v in node]
-    return node
-
-
 @pytest.mark.parametrize('config', CONFIGS, ids=config_id)
 def test_tta_model_wraps_the_config_model(config, meta_model_of):
     """``--tta``'s model swap works on every config: SegTTAModel around the segmentor (the
@@ -263,7 +255,7 @@ def background_checkpoint(cfg, path):
     from mmseg.registry import MODELS
 
     torch.manual_seed(0)
-    model = MODELS.build(_strip_pretrained(cfg.model.to_dict()))
+    model = MODELS.build(strip_pretrained(cfg.model.to_dict()))
     with torch.no_grad():
         model.decode_head.conv_seg.weight.zero_()
         model.decode_head.conv_seg.bias.zero_()
