@@ -63,7 +63,8 @@ def _mmseg_guards_mmcv_ops() -> bool:
 
 def needs_mmcv_ext_stub() -> bool:
     """True when ``import mmseg`` would fail for want of ``mmcv._ext``."""
-    return not mmcv_ext_available() and not _mmseg_guards_mmcv_ops()
+    # The file check first: looking for mmcv._ext imports mmcv, and with it torch (3 s).
+    return not _mmseg_guards_mmcv_ops() and not mmcv_ext_available()
 
 
 def _missing_op(name: str) -> Callable:

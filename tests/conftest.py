@@ -6,6 +6,9 @@
   environment variable is also inherited by the subprocesses the tool tests start.
 * ``golden_dir``: the reference outputs of the authors' code, ``<repo>/../shared/golden``
   or ``$MMSEG_SEGMAN_GOLDEN``. Missing files skip, except under ``CI`` where they fail.
+* Workers: ``pytest.ini`` runs the tests on pytest-xdist workers, one per core (capped by
+  memory, :func:`pytest_xdist_auto_num_workers`); each runs one intra-op thread. Tests
+  marked ``torchrun_alone`` are skipped on a worker, with the command that runs them.
 * Honest tiers: every test that starts a fresh interpreter is marked ``slow`` by rule
   (:func:`pytest_collection_modifyitems`: its source, that of a fixture it requests, or
   that of a module-level helper either calls, starts a subprocess), and a test left
@@ -57,13 +60,27 @@ if _SHIMS.needs_mmcv_ext_stub():
 # bases need the package-scoped-config workaround, as our tools apply it.
 _SHIMS.enable_package_scoped_configs()
 
-if 'OMP_NUM_THREADS' not in os.environ:
-    os.environ['OMP_NUM_THREADS'] = '1'
-    import torch
+_ONE_THREAD = 'OMP_NUM_THREADS' not in os.environ
+if _ONE_THREAD:
+    os.environ['OMP_NUM_THREADS'] = '1'  # before torch loads OpenMP; workers inherit it
 
-    torch.set_num_threads(1)
 
-import mmseg_segman  # noqa: E402,F401  (registers the plugin's modules)
+def _is_xdist_controller(config) -> bool:
+    """The pytest-xdist process that hands tests to its workers and runs none itself."""
+    return (getattr(config.option, 'dist', 'no') != 'no' and not hasattr(config, 'workerinput')
+            and not config.option.collectonly)
+
+
+def pytest_configure(config):
+    # Where tests run (not in an xdist controller, which would spend 8 s on these imports):
+    # one intra-op thread, and the plugin's modules registered before collection.
+    if _is_xdist_controller(config):
+        return
+    if _ONE_THREAD:
+        import torch
+
+        torch.set_num_threads(1)
+    import mmseg_segman  # noqa: F401  (registers the plugin's modules)
 
 # A test that starts a fresh interpreter: these names in its source, or in the source of a
 # module-level function of its file that it calls.
@@ -115,10 +132,33 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
             item.add_marker(pytest.mark.spawns)
     if hasattr(config, 'workerinput'):
-        # A pytest-xdist worker (tools/run_tests.sh -n 2): the slow tests first, so that no
+        # A pytest-xdist worker (pytest.ini's -n auto): the slow tests first, so that no
         # minute-long test starts last while the other worker idles (a stable sort: every
         # worker derives the same order, as xdist requires).
         items.sort(key=lambda item: item.get_closest_marker('slow') is None)
+        # A 2-process run that must end with status 0 gets the cores to itself (the gloo exit
+        # abort of docs/get_started.md, Tests): never beside another worker.
+        alone = pytest.mark.skip(
+            reason='torchrun_alone: runs with the cores to itself, `pytest -n 0 -m '
+                   'torchrun_alone` (tools/run_tests.sh does after its parallel pass)')
+        for item in items:
+            if item.get_closest_marker('torchrun_alone') is not None:
+                item.add_marker(alone)
+
+
+@pytest.hookimpl(optionalhook=True)  # without pytest-xdist (-o addopts=): not called
+def pytest_xdist_auto_num_workers(config):
+    """The worker count of ``-n auto`` (pytest.ini): one per core this process may use, at
+    most one per 6 GiB of memory (a worker of the main suite peaked at 4.7 GB resident, in the
+    compile tests); fewer than two means none (in-process). ``PYTEST_XDIST_AUTO_NUM_WORKERS``
+    overrides, as in pytest-xdist."""
+    if os.environ.get('PYTEST_XDIST_AUTO_NUM_WORKERS'):
+        return None  # pytest-xdist's own hook reads it
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (
+        os.cpu_count() or 1)
+    memory = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+    workers = min(cores, memory // (6 << 30))
+    return workers if workers > 1 else 0
 
 
 def pytest_collection_finish(session):

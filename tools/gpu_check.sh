@@ -66,8 +66,9 @@ EOF
 
 if [[ $DRY == 1 ]]; then
     note "dry run: CUDA tier collection (must skip without CUDA)"
+    # -o addopts=: in this process, without pytest.ini's xdist workers (not installed here).
     OMP_NUM_THREADS=1 timeout 300 "$PY" -m pytest tests/cuda -m cuda -q -p no:cacheprovider \
-        -rs >"$OUT_DIR/tier.log" 2>&1
+        -o addopts= -rs >"$OUT_DIR/tier.log" 2>&1
     rc=$?; tail -3 "$OUT_DIR/tier.log"; [[ $rc == 0 ]] || status=1
     note "dry run: benchmark in its CPU tiny mode (SegMAN-T)"
     OMP_NUM_THREADS=1 timeout 300 "$PY" benchmarks/gpu_check.py --device cpu --tiny \
@@ -80,7 +81,7 @@ fi
 # 2. The CUDA tier and the CPU tests of the GPU code paths (flex rpb gradient, Triton scan).
 note "CUDA tier (limit ${GPU_CHECK_TIER_S:-270} s)"
 timeout "${GPU_CHECK_TIER_S:-270}" "$PY" -m pytest tests/cuda tests/ops/test_na_flex.py \
-    -q -p no:cacheprovider -x --durations=15 -rfEs >"$OUT_DIR/tier.log" 2>&1
+    -q -p no:cacheprovider -o addopts= -x --durations=15 -rfEs >"$OUT_DIR/tier.log" 2>&1
 rc=$?
 tail -25 "$OUT_DIR/tier.log"
 [[ $rc == 124 ]] && note "CUDA tier hit its time limit (rc 124)"

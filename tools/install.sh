@@ -40,7 +40,8 @@ if [[ "${1:-}" == "--classification" ]]; then
     fi
     echo "[install] $CLS_VENV: requirements/classification.txt (torch 2.14.1, mmpretrain)"
     "$CLS_VENV/bin/python" -m pip install --quiet -r requirements/classification.txt \
-        $(grep -E '^pytest(-timeout)?==' requirements/tests.txt)
+        $(grep -hE '^(pytest(-timeout|-xdist)?|execnet)==' requirements/tests.txt \
+              requirements/constraints.txt | sort -u)
     "$CLS_VENV/bin/python" -m pip install --quiet --no-build-isolation --no-deps -e .
     echo "$CLS_HASH" > "$CLS_STAMP"
     echo "[install] $CLS_VENV done"

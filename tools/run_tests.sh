@@ -58,7 +58,7 @@ if [[ $run_main == 1 ]]; then
         (. .venv/bin/activate && python -m pytest -n "$workers" --dist worksteal \
             -m "not torchrun_alone") || status=$?
         # shellcheck disable=SC1091
-        (. .venv/bin/activate && python -m pytest -m torchrun_alone) || status=$?
+        (. .venv/bin/activate && python -m pytest -n 0 -m torchrun_alone) || status=$?
     else
         # shellcheck disable=SC1091
         (. .venv/bin/activate && python -m pytest -n "$workers" --dist worksteal \
