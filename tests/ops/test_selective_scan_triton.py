@@ -4,8 +4,8 @@ in float64 (outputs and every gradient); and the scan's choice of backend.
 Triton decides when it is imported whether kernels (its own library functions included) are
 interpreted, and tests/conftest.py imports the package, hence Triton, first. The
 ``test_interpreted_*`` tests therefore run only in a process started with
-``TRITON_INTERPRET=1``; without it, ``test_kernels_under_the_interpreter*`` start such a
-process (pytest on this file) and check that it passed.
+``TRITON_INTERPRET=1``; without it, ``test_kernels_under_the_interpreter`` starts such a
+process (pytest on this file) and checks that it passed.
 """
 import math
 import os
@@ -45,7 +45,9 @@ def _run_interpreted(selection):
         pytest.skip('already interpreting: the interpreted tests run in this process')
     env = dict(os.environ, TRITON_INTERPRET='1', OMP_NUM_THREADS='1')
     proc = subprocess.run(
-        [sys.executable, '-m', 'pytest', __file__, '-q', '-p', 'no:cacheprovider',
+        # In that one process: without pytest.ini's addopts (-n auto), which would start two
+        # more workers and needs pytest-xdist
+        [sys.executable, '-m', 'pytest', __file__, '-q', '-o', 'addopts=', '-p', 'no:cacheprovider',
          '-k', selection], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     tail = proc.stdout[-3000:] + proc.stderr[-2000:]
     assert proc.returncode == 0, tail
@@ -53,15 +55,10 @@ def _run_interpreted(selection):
     return proc.stdout
 
 
-def test_kernels_under_the_interpreter_segman_layout():
-    """Fast tier: SegMAN's layout (4 groups, d_state 1), outputs and gradients."""
-    _run_interpreted('test_interpreted and segman and False')
-
-
-@pytest.mark.slow
-def test_kernels_under_the_interpreter_all_cases():
-    """Every other interpreted case (about a minute on the interpreter)."""
-    _run_interpreted('test_interpreted and not (segman and False)')
+def test_kernels_under_the_interpreter():
+    """Every interpreted case (outputs and gradients, SegMAN's layout among them) in one
+    process: about a minute on the interpreter, plus one interpreter start."""
+    _run_interpreted('test_interpreted')
 
 
 def _inputs(batch, channels, length, d_state, bc='grouped', groups=4, with_z=True,
