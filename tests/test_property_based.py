@@ -93,7 +93,8 @@ def _model(family):
     return _MODELS[family]
 
 
-@pytest.mark.slow  # a few forward passes of each T model up to 288 x 288
+@pytest.mark.slow  # a few forward passes of each T model up to 288 x 288 (LRFormer's take
+# most of a minute: elongated inputs cost it r^2 in the aspect ratio, docs/lrformer.md)
 @pytest.mark.parametrize('family', ['segman', 'segnext', 'lrformer'])
 @settings(max_examples=4, **SETTINGS)
 @given(height=st.integers(1, 288), width=st.integers(1, 288), batch=st.integers(1, 2),
