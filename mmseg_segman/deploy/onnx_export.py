@@ -15,9 +15,13 @@ SegMAN operators take their export paths by themselves (the switch is
 import importlib.util
 import os
 import os.path as osp
+from typing import TYPE_CHECKING, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+
+if TYPE_CHECKING:
+    from mmengine.config import Config
 
 __all__ = [
     'build_segmentor', 'SegmentorLogits', 'DynamicSegmentorLogits', 'export_onnx',
@@ -32,7 +36,7 @@ _INSTALL_HINT = ('pip install {names}  (tested versions are pinned in requiremen
                  'of mmseg-segman)')
 
 
-def require_packages(*names):
+def require_packages(*names: str) -> None:
     """Raise ImportError naming every missing package and the pip command that installs it."""
     missing = [name for name in names if importlib.util.find_spec(name) is None]
     if missing:
@@ -41,12 +45,14 @@ def require_packages(*names):
                           _INSTALL_HINT.format(names=' '.join(missing)))
 
 
-def _check_file(path, what):
+def _check_file(path: str, what: str) -> None:
     if not osp.isfile(path):
         raise FileNotFoundError(f'{what} file not found: {path}')
 
 
-def build_segmentor(config, checkpoint=None, cfg_options=None):
+def build_segmentor(config: str,
+                    checkpoint: Optional[str] = None,
+                    cfg_options: Optional[dict] = None) -> Tuple[nn.Module, 'Config']:
     """Build the segmentor of an MMSeg config on CPU in eval mode, optionally with weights.
 
     Without a checkpoint the weights are the modules' random initialisation (no pretrained
@@ -107,7 +113,7 @@ class SegmentorLogits(nn.Module):
     resizes its logits to (H, W) as MMSeg's whole-image inference does.
     """
 
-    def __init__(self, segmentor, height, width):
+    def __init__(self, segmentor: nn.Module, height: int, width: int) -> None:
         super().__init__()
         self.segmentor = segmentor
         self.height, self.width = int(height), int(width)
@@ -115,7 +121,7 @@ class SegmentorLogits(nn.Module):
         self.img_metas = [dict(img_shape=shape, ori_shape=shape, pad_shape=shape,
                                padding_size=[0, 0, 0, 0])]
 
-    def forward(self, inputs):
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.segmentor.encode_decode(inputs, self.img_metas)
 
 
@@ -127,18 +133,18 @@ class DynamicSegmentorLogits(nn.Module):
     in the graph from the shape instead of being stored as constants.
     """
 
-    def __init__(self, segmentor):
+    def __init__(self, segmentor: nn.Module) -> None:
         super().__init__()
         self.segmentor = segmentor
 
-    def forward(self, inputs):
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         shape = tuple(inputs.shape[2:])
         metas = [dict(img_shape=shape, ori_shape=shape, pad_shape=shape,
                       padding_size=[0, 0, 0, 0])]
         return self.segmentor.encode_decode(inputs, metas)
 
 
-def strip_debug_metadata(onnx_file):
+def strip_debug_metadata(onnx_file: str) -> int:
     """Drop the per-node debug metadata the dynamo exporter writes (Python stack traces and
     FX node names: 4.4 MiB of a 29 MiB SegMAN-T file) and the intermediate shape annotations,
     in place; ONNX Runtime infers shapes itself. Returns the new size in bytes."""
@@ -152,7 +158,7 @@ def strip_debug_metadata(onnx_file):
     return os.path.getsize(onnx_file)
 
 
-def _check_shape(shape):
+def _check_shape(shape: Sequence[int]) -> None:
     if len(shape) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1
                               for s in shape):
         raise ValueError(f'shape must be two positive ints (H, W), got {shape!r}')
@@ -167,8 +173,13 @@ _FIXED_SIZE_BACKBONES = {
 }
 
 
-def export_onnx(segmentor, shape, output, opset=DEFAULT_OPSET, optimize=True, dynamic=False,
-                strip_metadata=True):
+def export_onnx(segmentor: nn.Module,
+                shape: Sequence[int],
+                output: str,
+                opset: int = DEFAULT_OPSET,
+                optimize: bool = True,
+                dynamic: bool = False,
+                strip_metadata: bool = True) -> Union[SegmentorLogits, DynamicSegmentorLogits]:
     """Export ``segmentor`` for inputs of size ``shape`` = (H, W) to the file ``output``.
 
     The graph has one input ``input`` (1, 3, H, W) float32 and one output ``logits``
@@ -217,7 +228,10 @@ def export_onnx(segmentor, shape, output, opset=DEFAULT_OPSET, optimize=True, dy
     return wrapper
 
 
-def verify_onnx(module, onnx_file, inputs=None, seed=0):
+def verify_onnx(module: nn.Module,
+                onnx_file: str,
+                inputs: Optional[torch.Tensor] = None,
+                seed: int = 0) -> dict:
     """Run ``onnx_file`` with onnxruntime (CPU) and compare with ``module`` in PyTorch.
 
     Args:
@@ -255,12 +269,13 @@ def verify_onnx(module, onnx_file, inputs=None, seed=0):
                 shape=tuple(got.shape), torch_shape=tuple(ref.shape))
 
 
-def preprocess_summary(cfg):
+def preprocess_summary(cfg: 'Config') -> dict:
     """The normalisation the exported graph expects to have been applied (from the config)."""
     pre = cfg.model.get('data_preprocessor') or cfg.get('data_preprocessor') or {}
     return dict(mean=pre.get('mean'), std=pre.get('std'),
                 bgr_to_rgb=bool(pre.get('bgr_to_rgb', False)))
 
 
-def file_size_mb(path):
+def file_size_mb(path: str) -> float:
+    """Size of the file ``path`` in MiB."""
     return os.path.getsize(path) / 2**20

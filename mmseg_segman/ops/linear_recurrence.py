@@ -18,7 +18,7 @@ it). If the closed form overflows after part of the input is overwritten they ra
 :class:`ScanOverflow`; the caller forms the input again and calls once more with a separate
 output.
 """
-from typing import List, NamedTuple, Optional, Tuple
+from typing import Iterator, List, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -66,7 +66,7 @@ def _pieces(length, chunk):
     return pieces
 
 
-def piece_views(length, chunk, *tensors):
+def piece_views(length: int, chunk: int, *tensors: Tensor) -> Iterator[List[Tensor]]:
     """Per piece of _pieces: (rows, n, t) views of each (rows, length) tensor."""
     for start, stop, n, t in _pieces(length, chunk):
         yield [x[:, start:stop].view(x.shape[0], n, t) for x in tensors]
@@ -191,7 +191,8 @@ def linear_scan(a: Tensor, b: Tensor, chunk: Optional[int] = None,
     return forward_scan(a, b, SCAN_CHUNK if chunk is None else chunk, decaying).x
 
 
-def within_chunk_products(a: Tensor, chunks, chunk: int, out: Tensor) -> Tensor:
+def within_chunk_products(a: Tensor, chunks: Optional[List[Tuple[Tensor, Tensor]]], chunk: int,
+                          out: Tensor) -> Tensor:
     """The within-chunk products of ``a`` as :func:`forward_scan` left them in its ``prod``
     (recomputed by the backward instead of being kept), written into ``out`` (rows, l)."""
     if chunks is None:
@@ -203,7 +204,8 @@ def within_chunk_products(a: Tensor, chunks, chunk: int, out: Tensor) -> Tensor:
     return out
 
 
-def reverse_scan(a: Tensor, prod: Tensor, chunks, g: Tensor, chunk: int, decaying: bool,
+def reverse_scan(a: Tensor, prod: Tensor, chunks: Optional[List[Tuple[Tensor, Tensor]]],
+                 g: Tensor, chunk: int, decaying: bool,
                  out: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     """The adjoint of the linear scan: lam_t = g_t + a_{t+1} * lam_{t+1} (lam past the end = 0).
 

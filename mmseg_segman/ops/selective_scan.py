@@ -34,8 +34,10 @@ dt * B * u, the read-out with C, D and z); :func:`selective_scan_fn` picks one:
 All of them compute in float32 (float64 for float64 ``u``) and return ``u``'s dtype.
 """
 import warnings
+from typing import Callable, Optional
 
 import torch
+from torch import Tensor
 
 from . import selective_scan_triton
 from .export import is_exporting
@@ -49,6 +51,7 @@ from .linear_recurrence import (
 )
 from .selective_scan_common import (
     LOG2E,
+    ScanResult,
     as_shape,
     check_args,
     compute_dtype,
@@ -79,8 +82,10 @@ _MAMBA_MAX_DSTATE = 256
 # --------------------------------------------------------------------------------------------
 
 
-def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None,
-                       delta_softplus=False, return_last_state=False):
+def selective_scan_ref(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                       D: Optional[Tensor] = None, z: Optional[Tensor] = None,
+                       delta_bias: Optional[Tensor] = None, delta_softplus: bool = False,
+                       return_last_state: bool = False) -> ScanResult:
     """Sequential reference, one step per token (O(l) Python steps). For tests only.
 
     Same arguments and results as :func:`selective_scan_fn`; differentiable through autograd.
@@ -305,8 +310,10 @@ class _SelectiveScanChunked(torch.autograd.Function):
         return (*grads, None, None)
 
 
-def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None,
-                           delta_softplus=False, return_last_state=False):
+def selective_scan_chunked(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                           D: Optional[Tensor] = None, z: Optional[Tensor] = None,
+                           delta_bias: Optional[Tensor] = None, delta_softplus: bool = False,
+                           return_last_state: bool = False) -> ScanResult:
     """Pure-PyTorch selective scan with a hand-written backward; any device.
 
     Arguments and results as :func:`selective_scan_fn`. Memory: besides the output it keeps
@@ -338,8 +345,11 @@ def _mamba_kernel():
     return _mamba_kernel_cache[0]
 
 
-def mamba_kernel_call(kernel, u, delta, A, B, C, D=None, z=None, delta_bias=None,
-                      delta_softplus=False, return_last_state=False):
+def mamba_kernel_call(kernel: Callable[..., ScanResult], u: Tensor, delta: Tensor, A: Tensor,
+                      B: Tensor, C: Tensor,
+                      D: Optional[Tensor] = None, z: Optional[Tensor] = None,
+                      delta_bias: Optional[Tensor] = None, delta_softplus: bool = False,
+                      return_last_state: bool = False) -> ScanResult:
     """Call a function with mamba-ssm's ``selective_scan_fn`` interface, meeting its kernel's
     input contract: delta, z and per-token B/C in u's dtype; A, constant B/C, D and
     delta_bias in float32 with unit last stride. Autograd flows through the casts.
@@ -361,7 +371,7 @@ def _on_cuda(u) -> bool:
     return u.is_cuda
 
 
-def scan_backend(u, A) -> str:
+def scan_backend(u: Tensor, A: Tensor) -> str:
     """The implementation :func:`selective_scan_fn` runs for ``u`` (b, d, l) and ``A`` (d, n).
 
     Order: the export scan while exporting; on CUDA, mamba-ssm's kernel if it imports and
@@ -384,8 +394,10 @@ def scan_backend(u, A) -> str:
     return 'chunked'
 
 
-def selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None,
-                      delta_softplus=False, return_last_state=False):
+def selective_scan_fn(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                      D: Optional[Tensor] = None, z: Optional[Tensor] = None,
+                      delta_bias: Optional[Tensor] = None, delta_softplus: bool = False,
+                      return_last_state: bool = False) -> ScanResult:
     """Selective scan (shapes in the module docstring); differentiable in every tensor.
 
     While a graph is exported this is :func:`~.selective_scan_export.selective_scan_export`.

@@ -9,7 +9,7 @@ operations only (the reference, and the export scan, whose graph must not depend
 with one (the chunked scan) it works in that buffer and takes faster in-place routes.
 """
 import math
-from typing import NamedTuple, Optional, Tuple
+from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -17,8 +17,11 @@ from torch import Tensor
 
 __all__ = [
     'check_args', 'compute_dtype', 'Operands', 'operands', 'grouped', 'as_shape', 'step_sizes',
-    'scan_input', 'read_out', 'LOG2E'
+    'scan_input', 'read_out', 'LOG2E', 'ScanResult'
 ]
+
+# What a selective scan returns: out, or (out, last_state) with return_last_state=True.
+ScanResult = Union[Tensor, Tuple[Tensor, Tensor]]
 
 # exp(x) == exp2(x * log2(e)); exp2 is the faster of the two on CPU (docs/benchmarks.md).
 LOG2E = 1.0 / math.log(2.0)
@@ -26,7 +29,8 @@ LOG2E = 1.0 / math.log(2.0)
 _SOFTPLUS_LINEAR = 20.0
 
 
-def check_args(u, delta, A, B, C, D, z, delta_bias):
+def check_args(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+               z: Optional[Tensor], delta_bias: Optional[Tensor]) -> Tuple[int, int, int, int]:
     """Validate shapes against the layout of :mod:`.selective_scan`; return (b, d, l, n)."""
     if u.dim() != 3:
         raise ValueError(f'u must have shape (batch, channels, length), got {tuple(u.shape)}')
@@ -98,7 +102,8 @@ class Operands(NamedTuple):
     z: Optional[Tensor]  # (b, d, l)
 
 
-def operands(u, A, B, C, D, z, dtype) -> Operands:
+def operands(u: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+             z: Optional[Tensor], dtype: torch.dtype) -> Operands:
     """Cast the operands to ``dtype`` and give B and C their broadcasting views."""
     Bv, gB = _bc_view(B.to(dtype))
     Cv, gC = _bc_view(C.to(dtype))
@@ -111,7 +116,7 @@ def grouped(x: Tensor, g: int) -> Tensor:
     return x.view(x.shape[0], g, x.shape[1] // g, *x.shape[2:])
 
 
-def as_shape(buffer: Tensor, shape) -> Tensor:
+def as_shape(buffer: Tensor, shape: Sequence[int]) -> Tensor:
     """A tensor of ``shape`` on the (at least as large) contiguous ``buffer``'s storage."""
     return buffer.view(-1)[:math.prod(shape)].view(shape)
 

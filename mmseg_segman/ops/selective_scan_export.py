@@ -38,11 +38,15 @@ Numeric limits (honest list):
 - Forward only in the sense that it is meant for inference graphs; float32 (float64 if ``u``
   is float64) like the other implementations.
 """
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from .export import is_exporting  # noqa: F401  (its former home; docs/deployment.md)
 from .selective_scan_common import (
+    ScanResult,
     check_args,
     compute_dtype,
     operands,
@@ -77,7 +81,7 @@ def _chunk_solve(s, b):
     return (weights @ b.unsqueeze(-1)).squeeze(-1)
 
 
-def linear_scan_export(s, b, chunk=EXPORT_CHUNK):
+def linear_scan_export(s: Tensor, b: Tensor, chunk: int = EXPORT_CHUNK) -> Tensor:
     """Solve ``x_t = exp(s_t) * x_{t-1} + b_t`` (``x_{-1} = 0``) along the last dim.
 
     Args:
@@ -111,8 +115,11 @@ def linear_scan_export(s, b, chunk=EXPORT_CHUNK):
     return x[..., :length] if pad else x
 
 
-def selective_scan_export(u, delta, A, B, C, D=None, z=None, delta_bias=None,
-                          delta_softplus=False, return_last_state=False, chunk=EXPORT_CHUNK):
+def selective_scan_export(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                          D: Optional[Tensor] = None, z: Optional[Tensor] = None,
+                          delta_bias: Optional[Tensor] = None, delta_softplus: bool = False,
+                          return_last_state: bool = False,
+                          chunk: int = EXPORT_CHUNK) -> ScanResult:
     """Selective scan with static control flow; arguments and results of ``selective_scan_fn``.
 
     Computes in float32 (float64 for float64 ``u``) and returns ``u``'s dtype; with

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .selective_scan_common import check_args
+from .selective_scan_common import ScanResult, check_args
 
 __all__ = ['available', 'supports', 'selective_scan_triton', 'CHUNK', 'BLOCK_D']
 
@@ -268,7 +268,7 @@ class _ScanCore(torch.autograd.Function):
 def selective_scan_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
                           D: Optional[Tensor] = None, z: Optional[Tensor] = None,
                           delta_bias: Optional[Tensor] = None, delta_softplus: bool = False,
-                          return_last_state: bool = False):
+                          return_last_state: bool = False) -> ScanResult:
     """Selective scan on the Triton kernels; arguments and results as
     :func:`mmseg_segman.ops.selective_scan_fn` (float32 inside, output in u's dtype).
 

@@ -11,6 +11,7 @@ it; ``tests/models/test_compile_runner.py`` trains the toy config with it.
 """
 from typing import TYPE_CHECKING
 
+import torch
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 __all__ = ['PlainParamGroupsHook', 'plain_param_groups']
 
 
-def plain_param_groups(optimizer) -> int:
+def plain_param_groups(optimizer: torch.optim.Optimizer) -> int:
     """Replace ``optimizer``'s dict-subclass parameter groups by plain dicts.
 
     Returns:

@@ -6,6 +6,7 @@ flattened in four orders, each order runs its own selective scan (Mamba S6) with
 projections, ``A`` and ``D``, and the four results are mapped back to the grid and summed.
 """
 import math
+from typing import Optional, Union
 
 import torch
 import torch.nn as nn
@@ -18,7 +19,7 @@ from mmseg_segman.ops import is_exporting, selective_scan_fn
 NUM_DIRECTIONS = 4
 
 
-def cross_scan_2d(x):
+def cross_scan_2d(x: torch.Tensor) -> torch.Tensor:
     """Flatten a map in SS2D's four scan orders.
 
     Order 0 is row-major, 1 column-major, 2 and 3 are the reverses of 0 and 1.
@@ -42,7 +43,7 @@ def cross_scan_2d(x):
     return xs
 
 
-def cross_merge_2d(ys, height, width):
+def cross_merge_2d(ys: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Inverse of :func:`cross_scan_2d` followed by a sum over the four orders.
 
     Args:
@@ -96,16 +97,16 @@ class SS2D(BaseModule):
     """
 
     def __init__(self,
-                 d_model,
-                 d_state=1,
-                 ssm_ratio=1.0,
-                 dt_rank='auto',
-                 dt_min=0.001,
-                 dt_max=0.1,
-                 dt_init='random',
-                 dt_scale=1.0,
-                 dt_init_floor=1e-4,
-                 init_cfg=None):
+                 d_model: int,
+                 d_state: int = 1,
+                 ssm_ratio: float = 1.0,
+                 dt_rank: Union[int, str] = 'auto',
+                 dt_min: float = 0.001,
+                 dt_max: float = 0.1,
+                 dt_init: str = 'random',
+                 dt_scale: float = 1.0,
+                 dt_init_floor: float = 1e-4,
+                 init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if not isinstance(d_model, int) or d_model <= 0:
             raise ValueError(f'd_model must be a positive int, got {d_model!r}')
@@ -160,7 +161,7 @@ class SS2D(BaseModule):
                           .expand_as(self.A_logs))
         self.Ds.fill_(1.0)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x (Tensor): (B, C, H, W). Returns: Tensor (B, C, H, W)."""
         if x.dim() != 4 or x.shape[1] != self.d_model:
             raise ValueError(f'SS2D expects x of shape (B, d_model={self.d_model}, H, W), '
@@ -187,6 +188,6 @@ class SS2D(BaseModule):
             y = self.yproj(y.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         return y.contiguous()
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return (f'd_model={self.d_model}, d_inner={self.d_inner}, d_state={self.d_state}, '
                 f'dt_rank={self.dt_rank}')

@@ -37,12 +37,12 @@ def group_window(pos: Tensor, length: int, kernel_size: int,
     return residue, group_pos, start
 
 
-def window_start(length: int, kernel_size: int, device) -> Tensor:
+def window_start(length: int, kernel_size: int, device: torch.device) -> Tensor:
     """First key of each position's window on an undilated axis: (length,)."""
     return group_window(torch.arange(length, device=device), length, kernel_size, 1)[2]
 
 
-def window_keys(length: int, kernel_size: int, dilation: int, device) -> Tensor:
+def window_keys(length: int, kernel_size: int, dilation: int, device: torch.device) -> Tensor:
     """Positions of each position's window keys on one (dilated) axis: (length, k)."""
     residue, _, start = group_window(torch.arange(length, device=device), length, kernel_size,
                                      dilation)
