@@ -28,11 +28,10 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_selective_scan import minor_faults, segman_inputs  # noqa: E402
+# bench_selective_scan sits beside this script (Python puts the script's folder on sys.path).
+from bench_selective_scan import minor_faults, segman_inputs
 
-from mmseg_segman.ops import selective_scan as current  # noqa: E402
+from mmseg_segman.ops import selective_scan as current
 
 
 def load_module(path):

@@ -74,10 +74,8 @@ import sys
 import time
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-if REPO_ROOT not in sys.path:  # this checkout's package wins over an installed copy
-    sys.path.insert(0, REPO_ROOT)
 
-import mmseg_segman  # noqa: E402,F401  (applies its compat shims before mmseg is imported)
+import mmseg_segman  # noqa: E402,F401  (registers the plugin's modules)
 
 # isort: split
 import mmseg  # noqa: E402

@@ -35,8 +35,7 @@ import types
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-from mmseg_segman.ops.selective_scan import selective_scan_chunked  # noqa: E402
+from mmseg_segman.ops.selective_scan import selective_scan_chunked
 
 _LOG2E = 1.0 / math.log(2.0)
 

@@ -22,10 +22,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # the checkout's package wins over an installed copy
-    sys.path.insert(0, str(REPO))
 
-import mmseg_segman  # noqa: E402,F401  (shims and registration first)
+import mmseg_segman  # noqa: E402,F401  (registers the plugin's modules)
 
 # isort: split
 import torch  # noqa: E402

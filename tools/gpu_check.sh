@@ -51,6 +51,9 @@ if ! "$PY" -c "import mmengine, mmseg, mmcv, pytest, pytest_timeout" 2>/dev/null
         ftfy regex pytest pytest-timeout >"$OUT_DIR/pip.log" 2>&1 \
         || { echo "gpu_check.sh: pip failed, see $OUT_DIR/pip.log" >&2; exit 2; }
 fi
+# The plugin is this checkout: the GPU machine has no index to install it from, so its
+# scripts find it through PYTHONPATH (where it is installed editable, the same code).
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 "$PY" - <<'EOF' | tee "$OUT_DIR/env.txt"
 import torch
 print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available',
