@@ -8,7 +8,7 @@ import pickle
 
 __all__ = [
     'PluginError', 'CheckpointRefusedError', 'CheckpointReadError', 'CheckpointMismatchError',
-    'DataCheckError', 'MissingCompiledOpError'
+    'DataCheckError', 'UnknownTypeError', 'MissingCompiledOpError'
 ]
 
 
@@ -31,6 +31,11 @@ class CheckpointMismatchError(PluginError):
 
 class DataCheckError(PluginError):
     """A dataset file or folder is unusable; the message names it and the fix."""
+
+
+class UnknownTypeError(PluginError):
+    """A config names a type that no registry of its scope knows; the message names the key
+    and the closest registered names."""
 
 
 class MissingCompiledOpError(RuntimeError):

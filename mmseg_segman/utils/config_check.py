@@ -7,13 +7,9 @@ the unknown type and the closest registered names.
 import difflib
 from typing import Any, Iterator, List, Tuple
 
-from ..errors import PluginError
+from ..errors import UnknownTypeError
 
 __all__ = ['UnknownTypeError', 'check_registry_types', 'registered_names']
-
-
-class UnknownTypeError(PluginError):
-    """A config names a type that no registry of its scope knows."""
 
 
 def registered_names(registry: Any) -> List[str]:
