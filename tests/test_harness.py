@@ -5,6 +5,7 @@ Each is checked on the conftest module pytest loaded, in-process.
 """
 import gc
 import importlib
+import importlib.util
 import sys
 from pathlib import Path
 from types import SimpleNamespace
